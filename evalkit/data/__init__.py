@@ -1,0 +1,18 @@
+"""evalkit.data: named image data sets as uint8 ``ImageSet`` objects.
+
+    from evalkit.data import load
+    ds = load("mnist", "train")          # ImageSet, images uint8 [N, 1, 28, 28]
+    x = ds.tensor()                      # float32 in [0, 1]
+
+Data root: ``data_dir`` argument, else ``$EVALKIT_DATA``, else ``~/.cache/evalkit/data``
+(``$XDG_CACHE_HOME/evalkit/data``); one sub-folder per set with the original file names.
+"""
+from .core import DataError, ImageSet, clear_hash_cache, describe_data_dir, resolve_data_dir, sha256_file, to_float
+from .registry import DATASETS, SPLITS, DatasetSpec, FileSpec, FileStatus, describe, get_spec, load, names, verify
+from .fetch import fetch
+
+__all__ = [
+    "DATASETS", "SPLITS", "DataError", "DatasetSpec", "FileSpec", "FileStatus", "ImageSet",
+    "clear_hash_cache", "describe", "describe_data_dir", "fetch", "get_spec", "load", "names",
+    "resolve_data_dir", "sha256_file", "to_float", "verify",
+]
