@@ -103,6 +103,10 @@ def fetch(name: str, *, data_dir=None, force: bool = False, progress: bool = Tru
                     continue
             except OSError:
                 pass
+        if not os.access(d, os.W_OK):
+            raise DataError(f"Cannot download {fs.filename} for data set {name!r}: {d} is not writable.\n"
+                            f"Data directory: {root} -- {how}\n"
+                            f"Point --data-dir / EVALKIT_DATA at a writable directory, or copy the file by hand.")
         errors = []
         for url in fs.urls:
             if progress:

@@ -106,10 +106,14 @@ def _load_part(directory: Path, part: str, hashes: dict) -> tuple[np.ndarray, np
 
 
 def load_idx_set(name: str, split: str, directory: Path, hashes: dict, classes: list,
-                 expected_counts: dict | None = EXPECTED_COUNTS) -> ImageSet:
+                 expected_counts: dict | None = None) -> ImageSet:
+    """Split ``split`` (see ``SPLITS``) of an idx set in ``directory``; ``hashes`` maps file
+    names to their verified sha256 (used for the fingerprint and the parse cache)."""
+    if expected_counts is None:
+        expected_counts = EXPECTED_COUNTS
     part, start, stop = SPLITS[split]
     images, labels = _load_part(Path(directory), part, hashes)
-    if expected_counts is not None and images.shape[0] != expected_counts[part]:
+    if expected_counts and images.shape[0] != expected_counts[part]:
         raise DataError(f"Data set {name!r}: {part} files in {directory} hold {images.shape[0]} images, "
                         f"expected {expected_counts[part]}")
     stop = min(stop, images.shape[0])

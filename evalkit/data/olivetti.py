@@ -71,9 +71,13 @@ def _read(directory: Path, source: tuple) -> tuple[np.ndarray, np.ndarray]:
                 raise DataError(f"{directory / MAT}: 'faces' has shape {raw.shape}, expected (4096, 400)")
             return _from_raw(raw.T), default_labels
         if first == PKZ:
+            import warnings
+
             import joblib  # ships with scikit-learn
 
-            raw = np.asarray(joblib.load(directory / PKZ))
+            with warnings.catch_warnings():  # the canonical cache file predates joblib 0.10
+                warnings.simplefilter("ignore", DeprecationWarning)
+                raw = np.asarray(joblib.load(directory / PKZ))
             if raw.shape != (400, 4096):
                 raise DataError(f"{directory / PKZ}: array has shape {raw.shape}, expected (400, 4096)")
             if raw.dtype.kind == "f" and raw.max() <= 1.0:  # older caches stored [0,1] floats

@@ -198,10 +198,10 @@ def _corrupt_message(spec: DatasetSpec, root: Path, how: str, path: Path, fs: Fi
              f"  expected: {exp}",
              f"  actual:   {actual}",
              f"Data directory: {root} -- {how}",
-             "To fix, delete the file and either:"]
+             "To fix, either:"]
     if fs.urls:
-        lines.append(f"  - re-download it:  {_fetch_cmd(spec, root, how)}")
-    lines.append(f"  - or copy a good copy of {fs.filename} by hand into {path.parent}/")
+        lines.append(f"  - re-download it (replaces the bad file):  {_fetch_cmd(spec, root, how)}")
+    lines.append(f"  - or replace it by hand with a good copy of {fs.filename} in {path.parent}/")
     lines.append(f"  - or point --data-dir / EVALKIT_DATA at a directory that holds a good {spec.dirname}/")
     return "\n".join(lines)
 
