@@ -1,0 +1,33 @@
+"""evalkit.metrics: evaluation metrics (depends only on torch/numpy/scipy/sklearn/skimage).
+
+* Parzen-window log-likelihood (Goodfellow et al. 2014 protocol):
+  :func:`parzen_log_likelihood`, :class:`ParzenWindow`, :class:`ParzenResult`.
+* Classification: :func:`error_rate`, :func:`confusion_matrix`,
+  :func:`per_class_accuracy`.
+* Clustering (Makhzani et al. AAE §6): :func:`cluster_assignment_error`,
+  :func:`hungarian_accuracy`, :func:`nmi`.
+* Image quality: :func:`psnr`, :func:`ssim`, :func:`rgb_to_y`.
+"""
+
+from .classification import PerClassAccuracy, confusion_matrix, error_rate, per_class_accuracy
+from .clustering import ClusterResult, cluster_assignment_error, hungarian_accuracy, nmi
+from .image_quality import psnr, rgb_to_y, ssim
+from .parzen import DEFAULT_SIGMAS, ParzenResult, ParzenWindow, parzen_log_likelihood
+
+__all__ = [
+    "DEFAULT_SIGMAS",
+    "ClusterResult",
+    "ParzenResult",
+    "ParzenWindow",
+    "PerClassAccuracy",
+    "cluster_assignment_error",
+    "confusion_matrix",
+    "error_rate",
+    "hungarian_accuracy",
+    "nmi",
+    "parzen_log_likelihood",
+    "per_class_accuracy",
+    "psnr",
+    "rgb_to_y",
+    "ssim",
+]
