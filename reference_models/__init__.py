@@ -1,0 +1,35 @@
+"""Reference PyTorch implementations of the model family evalkit benchmarks.
+
+Models are looked up by registry name (``gan``, ``aae``, ...). Each module reads top to
+bottom as one model family; all share :mod:`reference_models.training`.
+"""
+from __future__ import annotations
+
+import importlib
+
+REGISTRY: dict[str, str] = {
+    "gan": "reference_models.gan:GAN",
+    "aae": "reference_models.aae:AAE",
+}
+
+
+def model_class(name: str):
+    """The class registered under ``name``; ``KeyError`` listing the known names otherwise."""
+    if name not in REGISTRY:
+        raise KeyError(f"unknown reference model {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    module, _, attr = REGISTRY[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def build(name: str, **kwargs):
+    """Instantiate the reference model ``name`` with constructor ``kwargs``."""
+    return model_class(name)(**kwargs)
+
+
+def describe() -> list[dict]:
+    out = []
+    for name in sorted(REGISTRY):
+        cls = model_class(name)
+        caps = [m for m in ("sample", "encode", "decode", "predict_logits", "cluster_probs", "restore") if hasattr(cls, m)]
+        out.append({"name": name, "class": REGISTRY[name], "description": getattr(cls, "description", ""), "capabilities": caps})
+    return out

@@ -1,0 +1,169 @@
+"""Benchmark specs: one TOML file per published table (``benchmarks/*.toml``).
+
+A spec names the metric and its protocol, the columns (data set + protocol overrides),
+the rows (reference model + training config, or published-only), and the published
+values with their source. Adding a row means editing TOML, not Python.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import EvalkitError
+
+KNOWN_METRICS = {"parzen"}
+
+
+def benchmarks_dir() -> Path:
+    """``EVALKIT_BENCHMARKS``, else the ``benchmarks/`` folder of this checkout."""
+    env = os.environ.get("EVALKIT_BENCHMARKS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@dataclass
+class Column:
+    id: str
+    label: str
+    dataset: str
+    protocol: dict
+    reproduced_label: Optional[str] = None
+    footnote: Optional[str] = None
+
+
+@dataclass
+class Row:
+    id: str
+    label: str
+    model: Optional[str]  # reference model registry name; None = published only
+    model_kwargs: dict
+    model_by_dataset: dict
+    train: dict
+    published: dict  # column id -> [value, pm?]
+    published_notes: dict
+    footnote: Optional[str] = None
+    user: bool = False  # added with --model on the command line
+    checkpoint: Optional[str] = None
+
+    def kwargs_for(self, dataset: str) -> dict:
+        return {**self.model_kwargs, **self.model_by_dataset.get(dataset, {})}
+
+
+@dataclass
+class Benchmark:
+    name: str
+    title: str
+    metric: str
+    higher_is_better: bool
+    source: str
+    pm: str
+    protocol: dict
+    columns: list[Column]
+    rows: list[Row]
+    path: Optional[Path] = None
+    footnotes: list = field(default_factory=list)
+    default_columns: list = field(default_factory=list)
+
+    def column(self, cid: str) -> Column:
+        for c in self.columns:
+            if c.id == cid:
+                return c
+        raise EvalkitError(f"benchmark {self.name!r} has no column {cid!r}; columns: {', '.join(c.id for c in self.columns)}")
+
+    def row(self, rid: str) -> Row:
+        for r in self.rows:
+            if r.id == rid:
+                return r
+        raise EvalkitError(f"benchmark {self.name!r} has no row {rid!r}; rows: {', '.join(r.id for r in self.rows)}")
+
+    def protocol_for(self, column: Column) -> dict:
+        return {**self.protocol, **column.protocol}
+
+
+def _need(d: dict, key: str, where: str):
+    if key not in d:
+        raise EvalkitError(f"{where}: missing required key {key!r}")
+    return d[key]
+
+
+def parse(data: dict, path: Optional[Path] = None) -> Benchmark:
+    where = str(path or "benchmark spec")
+    metric = _need(data, "metric", where)
+    if metric not in KNOWN_METRICS:
+        raise EvalkitError(f"{where}: unknown metric {metric!r}; known: {', '.join(sorted(KNOWN_METRICS))}")
+    cols = [
+        Column(
+            id=_need(c, "id", f"{where} [[columns]]"),
+            label=c.get("label", c["id"]),
+            dataset=_need(c, "dataset", f"{where} column {c['id']}"),
+            protocol=dict(c.get("protocol", {})),
+            reproduced_label=c.get("reproduced_label"),
+            footnote=c.get("footnote"),
+        )
+        for c in data.get("columns", [])
+    ]
+    col_ids = {c.id for c in cols}
+    rows = []
+    for r in data.get("rows", []):
+        rid = _need(r, "id", f"{where} [[rows]]")
+        pub = dict(r.get("published", {}))
+        bad = set(pub) - col_ids
+        if bad:
+            raise EvalkitError(f"{where} row {rid}: published values for unknown columns {sorted(bad)}; columns: {sorted(col_ids)}")
+        rows.append(
+            Row(
+                id=rid,
+                label=r.get("label", rid),
+                model=r.get("model"),
+                model_kwargs=dict(r.get("model_kwargs", {})),
+                model_by_dataset=dict(r.get("model_by_dataset", {})),
+                train=dict(r.get("train", {})),
+                published={k: (list(v) if isinstance(v, (list, tuple)) else [v]) for k, v in pub.items()},
+                published_notes=dict(r.get("published_notes", {})),
+                footnote=r.get("footnote"),
+            )
+        )
+    if not cols:
+        raise EvalkitError(f"{where}: no [[columns]]")
+    return Benchmark(
+        name=_need(data, "name", where),
+        title=data.get("title", data["name"]),
+        metric=metric,
+        higher_is_better=bool(data.get("higher_is_better", True)),
+        source=data.get("source", ""),
+        pm=data.get("pm", ""),
+        protocol=dict(data.get("protocol", {})),
+        columns=cols,
+        rows=rows,
+        path=path,
+        footnotes=list(data.get("footnotes", [])),
+        default_columns=list(data.get("default_columns", [c.id for c in cols])),
+    )
+
+
+def load_benchmark(name_or_path: str) -> Benchmark:
+    """Load ``benchmarks/<name>.toml`` (or a path to a TOML file)."""
+    p = Path(name_or_path)
+    if not (p.suffix == ".toml" and p.exists()):
+        p = benchmarks_dir() / f"{name_or_path}.toml"
+    if not p.exists():
+        known = ", ".join(available()) or "(none found)"
+        raise EvalkitError(f"unknown benchmark {name_or_path!r}; known: {known} (looked in {benchmarks_dir()})")
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise EvalkitError(f"{p}: invalid TOML: {e}") from e
+    return parse(data, p)
+
+
+def available() -> list[str]:
+    d = benchmarks_dir()
+    return sorted(p.stem for p in d.glob("*.toml")) if d.exists() else []
+
+
+def published_value(row: Row, column_id: str) -> Optional[list[Any]]:
+    return row.published.get(column_id)

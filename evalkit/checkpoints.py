@@ -1,0 +1,199 @@
+"""Loading reference or user models from a spec string, and where trained runs live.
+
+A *model spec* is one of:
+
+* ``aae`` -- a reference model by registry name (``reference_models.REGISTRY``), or a name
+  registered by a third-party package in the ``evalkit.models`` entry-point group;
+* ``my_pkg.models:build`` -- a user factory (or class) called with no arguments, or with
+  the checkpoint's stored constructor arguments when it has them;
+* ``path/to/model.pt`` -- a TorchScript file, or a checkpoint written by evalkit (which
+  carries its class and constructor arguments, so no other file is needed).
+
+``--checkpoint`` supplies weights: an evalkit checkpoint or a bare state dict. Keys and
+shapes are checked and every mismatch is named.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from .errors import EvalkitError
+
+ENTRY_POINT_GROUP = "evalkit.models"
+
+
+def default_cache_dir() -> Path:
+    """``EVALKIT_CACHE``, else ``$XDG_CACHE_HOME/evalkit``, else ``~/.cache/evalkit``."""
+    import os
+
+    if os.environ.get("EVALKIT_CACHE"):
+        return Path(os.environ["EVALKIT_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "evalkit"
+
+
+def config_hash(obj: Any) -> str:
+    """Short stable hash of a JSON-able object (sorted keys)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def run_dir(cache_dir: Path, *, model: str, model_kwargs: dict, dataset: str, split: str, batch_size: int, seed: int) -> Path:
+    """Directory of one training run. The number of epochs is *not* part of the key: the
+    training loop's schedules depend only on the epoch, so a longer run's snapshot at
+    epoch E is the E-epoch model (see ``reference_models.training``)."""
+    key = {"model": model, "model_kwargs": model_kwargs, "dataset": dataset, "split": split, "batch_size": batch_size}
+    return Path(cache_dir) / "runs" / f"{model}-{dataset}-{config_hash(key)}" / f"seed{seed}"
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    spec: str
+    checkpoint: Optional[str]
+    checkpoint_sha256: Optional[str]
+    info: dict  # provenance etc. from an evalkit checkpoint, if any
+
+
+def _import_object(target: str):
+    module, _, attr = target.partition(":")
+    try:
+        mod = importlib.import_module(module)
+    except ImportError as e:
+        raise EvalkitError(f"cannot import module {module!r} for model spec {target!r}: {e}. Is the package installed / on PYTHONPATH?") from e
+    obj = mod
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise EvalkitError(f"module {module!r} has no attribute {attr!r} (model spec {target!r})")
+        obj = getattr(obj, part)
+    return obj
+
+
+def _entry_point(name: str):
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            return ep.load()
+    return None
+
+
+def entry_point_names() -> list[str]:
+    from importlib.metadata import entry_points
+
+    return sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+
+
+def load_state_strict(model: torch.nn.Module, state: dict, source: str) -> None:
+    """``load_state_dict`` that names every missing, unexpected and mis-shaped key."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
+    if missing or unexpected or shapes:
+        lines = [f"checkpoint {source} does not fit {type(model).__name__}:"]
+        if missing:
+            lines.append(f"  missing keys ({len(missing)}): {', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}")
+        if unexpected:
+            lines.append(f"  unexpected keys ({len(unexpected)}): {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}")
+        if shapes:
+            lines.append(f"  shape mismatches ({len(shapes)}): " + "; ".join(shapes[:8]))
+        lines.append("  Check that --model builds the same architecture (and constructor arguments) the weights were trained with.")
+        raise EvalkitError("\n".join(lines))
+    model.load_state_dict(state)
+
+
+def _read_checkpoint(path: Path) -> Any:
+    if not path.exists():
+        raise EvalkitError(f"checkpoint file not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise EvalkitError(f"cannot read checkpoint {path}: {e}. Is it a file written by torch.save?") from e
+
+
+def load_evalkit_checkpoint(path: Path, device: Optional[torch.device] = None) -> LoadedModel:
+    """Rebuild the model an evalkit checkpoint describes (class + constructor arguments) and load its weights."""
+    path = Path(path)
+    ck = _read_checkpoint(path)
+    if not (isinstance(ck, dict) and "state_dict" in ck and "class" in ck):
+        raise EvalkitError(f"{path} is not an evalkit checkpoint (no 'class'/'state_dict'); pass --model to say which model it belongs to")
+    cls = _import_object(ck["class"])
+    model = cls(**ck.get("model_kwargs", {}))
+    load_state_strict(model, ck["state_dict"], str(path))
+    if device is not None:
+        model.to(device)
+    model.eval()
+    info = {k: ck.get(k) for k in ("model_name", "model_kwargs", "epoch", "train_config", "provenance", "dataset")}
+    return LoadedModel(model, str(path), str(path), file_sha256(path), info)
+
+
+def load_model(spec: str, checkpoint: Optional[str] = None, device: Optional[torch.device] = None) -> LoadedModel:
+    """Resolve a model spec (see module docstring) and load ``checkpoint`` into it."""
+    import reference_models
+
+    ck_path = Path(checkpoint) if checkpoint else None
+    spec_path = Path(spec)
+    if spec.endswith((".pt", ".pth", ".ts")) or spec_path.is_file():
+        if not spec_path.exists():
+            raise EvalkitError(f"model file not found: {spec}")
+        try:
+            model = torch.jit.load(str(spec_path), map_location="cpu")
+            info = {"torchscript": True}
+            sha = file_sha256(spec_path)
+            if device is not None:
+                model.to(device)
+            model.eval()
+            return LoadedModel(model, spec, str(spec_path), sha, info)
+        except (RuntimeError, ValueError):
+            return load_evalkit_checkpoint(spec_path, device)
+
+    ck = _read_checkpoint(ck_path) if ck_path else None
+    stored_kwargs = ck.get("model_kwargs", {}) if isinstance(ck, dict) and "state_dict" in ck else {}
+    if spec in reference_models.REGISTRY:
+        model = reference_models.build(spec, **stored_kwargs)
+    elif ":" in spec:
+        factory = _import_object(spec)
+        model = factory(**stored_kwargs) if stored_kwargs else factory()
+    else:
+        factory = _entry_point(spec)
+        if factory is None:
+            known = sorted(reference_models.REGISTRY) + entry_point_names()
+            raise EvalkitError(
+                f"unknown model {spec!r}. Known reference models: {', '.join(known)}. "
+                "A user model is given as 'package.module:factory' or as a .pt file."
+            )
+        model = factory(**stored_kwargs) if stored_kwargs else factory()
+    if not isinstance(model, torch.nn.Module):
+        raise EvalkitError(f"model spec {spec!r} built a {type(model).__name__}, not a torch.nn.Module")
+    info: dict = {}
+    sha = None
+    if ck is not None:
+        state = ck["state_dict"] if isinstance(ck, dict) and "state_dict" in ck else ck
+        if not isinstance(state, dict):
+            raise EvalkitError(f"{ck_path} holds a {type(state).__name__}, not a state dict or an evalkit checkpoint")
+        load_state_strict(model, state, str(ck_path))
+        sha = file_sha256(ck_path)
+        if isinstance(ck, dict) and "provenance" in ck:
+            info = {k: ck.get(k) for k in ("model_name", "model_kwargs", "epoch", "train_config", "provenance", "dataset")}
+    if device is not None:
+        model.to(device)
+    model.eval()
+    return LoadedModel(model, spec, str(ck_path) if ck_path else None, sha, info)

@@ -1,0 +1,258 @@
+"""The ``evalkit`` command: run, report, eval, list, data."""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import click
+
+DEMO_BENCHMARK = "demo"
+
+
+def _friendly_errors(fn):
+    """Print user-facing errors as one clear message (exit 2), never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from .data import DataError
+        from .errors import EvalkitError
+
+        try:
+            return fn(*args, **kwargs)
+        except (EvalkitError, DataError) as e:
+            click.secho(f"error: {e}", fg="red", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.secho("interrupted: results recorded so far are kept; run the same command again to resume.", fg="yellow", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+def _seeds(seeds: int, seed: Optional[int]) -> list[int]:
+    if seed is not None:
+        return [seed]
+    if seeds < 1:
+        raise click.BadParameter("--seeds must be at least 1")
+    return list(range(seeds))
+
+
+def _csv(value: Optional[str]) -> Optional[list[str]]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="evalkit")
+def main():
+    """evalkit: rebuild published comparison tables for adversarial and autoencoder
+    generative models, and evaluate your own checkpoints under the same protocols.
+
+    \b
+    evalkit run                      the demo: GAN and AAE on the embedded digits, a few minutes on CPU
+    evalkit run parzen --rows gan    train/evaluate rows of a benchmark, record the results
+    evalkit report parzen            rebuild the table (Markdown/LaTeX) from the result store
+    evalkit eval parzen --model ...  evaluate your own model under the protocol
+    evalkit list                     benchmarks, reference models, data sets
+    """
+
+
+def _common_run_options(f):
+    opts = [
+        click.option("--seeds", type=int, default=1, show_default=True, help="Number of seeds (0..N-1)."),
+        click.option("--seed", type=int, default=None, help="Run this one seed instead of 0..N-1."),
+        click.option("--epochs", type=int, default=None, help="Training epochs (default: each row's value in the spec)."),
+        click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)."),
+        click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Data directory (else $EVALKIT_DATA, else the user cache)."),
+        click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Checkpoint cache (else $EVALKIT_CACHE, else ~/.cache/evalkit)."),
+        click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True, help="Result store directory."),
+        click.option("--reports-dir", type=click.Path(file_okay=False), default="reports", show_default=True, help="Where reports are written."),
+        click.option("--redo", is_flag=True, help="Re-run cells already in the store (new records are appended; nothing is deleted)."),
+        click.option("--no-progress", is_flag=True, help="No progress bars."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
+@main.command()
+@click.argument("benchmark", required=False)
+@click.option("--rows", default=None, help="Comma-separated row ids (default: every row with a reference model).")
+@click.option("--columns", default=None, help="Comma-separated column ids (default: the spec's default columns).")
+@click.option("--model", "user_model", default=None, help="Add your own model as an extra row (model spec: name, pkg.mod:factory or file.pt).")
+@click.option("--checkpoint", default=None, help="Weights for --model.")
+@click.option("--label", default=None, help="Row label for --model in the report.")
+@_common_run_options
+@_friendly_errors
+def run(benchmark, rows, columns, user_model, checkpoint, label, seeds, seed, epochs, device, data_dir, cache_dir, results_dir, reports_dir, redo, no_progress):
+    """Run BENCHMARK (default: the offline demo), record results, and write its report."""
+    from .benchmarks import Row, load_benchmark
+    from .report import write_report
+    from .results import ResultStore
+    from .runner import RunOptions, run_benchmark
+
+    name = benchmark or DEMO_BENCHMARK
+    bench = load_benchmark(name)
+    if checkpoint and not user_model:
+        raise click.UsageError("--checkpoint needs --model (which model the weights belong to)")
+    if user_model:
+        rid = "user:" + (label or Path(user_model).stem if user_model.endswith(".pt") else user_model)
+        bench.rows.append(Row(rid, label or user_model, user_model, {}, {}, {}, {}, {}, user=True, checkpoint=checkpoint))
+        rows = (_csv(rows) or [r.id for r in bench.rows if r.model and not r.user]) + [rid]
+    else:
+        rows = _csv(rows)
+    if benchmark is None:
+        click.echo(f"evalkit demo: benchmark '{name}' ({bench.title}) on the embedded digits data set.")
+    opts = RunOptions(
+        seeds=_seeds(seeds, seed),
+        epochs=epochs,
+        device=device,
+        data_dir=data_dir,
+        cache_dir=Path(cache_dir) if cache_dir else None,
+        results_dir=Path(results_dir),
+        redo=redo,
+        progress=not no_progress,
+    )
+    run_benchmark(bench, rows, _csv(columns), opts, log=click.echo)
+    written = write_report(bench, ResultStore(results_dir), Path(reports_dir))
+    click.echo("")
+    click.echo(written["md"].read_text().split("\n**Notes**")[0].rstrip())
+    click.echo("")
+    click.echo("wrote " + ", ".join(str(p) for p in written.values()))
+
+
+@main.command()
+@click.argument("benchmark")
+@click.option("--format", "fmt", type=click.Choice(["md", "tex", "both"]), default="both", show_default=True)
+@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True)
+@click.option("--reports-dir", "out", type=click.Path(file_okay=False), default="reports", show_default=True)
+@click.option("--no-figures", is_flag=True, help="Skip the sample-grid PNGs.")
+@click.option("--stdout", "to_stdout", is_flag=True, help="Print the rendered table instead of writing files.")
+@_friendly_errors
+def report(benchmark, fmt, results_dir, out, no_figures, to_stdout):
+    """Rebuild BENCHMARK's table from the result store (published beside reproduced)."""
+    from .benchmarks import load_benchmark
+    from .report import build_table, to_latex, to_markdown, write_report
+    from .results import ResultStore
+
+    bench = load_benchmark(benchmark)
+    store = ResultStore(results_dir)
+    formats = ("md", "tex") if fmt == "both" else (fmt,)
+    if to_stdout:
+        table = build_table(bench, store.records(bench.name))
+        for f in formats:
+            click.echo(to_markdown(table) if f == "md" else to_latex(table))
+        return
+    written = write_report(bench, store, Path(out), formats=formats, figures=not no_figures)
+    click.echo("wrote " + ", ".join(str(p) for p in written.values()))
+
+
+@main.group(name="eval")
+def eval_group():
+    """Evaluate your own model under a benchmark's protocol."""
+
+
+@eval_group.command(name="parzen")
+@click.option("--model", "spec", required=True, help="Model spec: reference name, pkg.mod:factory, or a TorchScript / evalkit .pt file.")
+@click.option("--checkpoint", default=None, help="Weights (state dict or evalkit checkpoint).")
+@click.option("--dataset", default="mnist", show_default=True, help="Data set of the protocol (mnist, fashion-mnist, olivetti, digits).")
+@click.option("--n-samples", type=int, default=10000, show_default=True)
+@click.option("--valid-limit", type=int, default=1000, show_default=True, help="First N validation images choose sigma (0: all).")
+@click.option("--sigma", type=float, default=None, help="Fix sigma instead of cross-validating it.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default=None)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_friendly_errors
+def eval_parzen(spec, checkpoint, dataset, n_samples, valid_limit, sigma, seed, device, data_dir, as_json):
+    """Gaussian Parzen log-likelihood of a user model (GAN paper protocol)."""
+    from .checkpoints import load_model
+    from .runner import evaluate_parzen
+    from reference_models.training import pick_device
+
+    loaded = load_model(spec, checkpoint, pick_device(device))
+    protocol = {"n_samples": n_samples, "valid_limit": valid_limit, "valid_split": "valid", "test_split": "test", "sample_seed": 1234}
+    if sigma is not None:
+        protocol["sigma_grid"] = [float(__import__("math").log10(sigma))] * 2 + [1]
+    m = evaluate_parzen(loaded.model, dataset=dataset, protocol=protocol, seed=seed, data_dir=data_dir, device=device, who=f"model {spec}")
+    m.pop("sample_preview")
+    m.pop("_per_point")
+    out = {"model": spec, "checkpoint": checkpoint, "checkpoint_sha256": loaded.checkpoint_sha256, **m}
+    if as_json:
+        click.echo(json.dumps(out, indent=2, default=float))
+    else:
+        d = m["details"]
+        click.echo(
+            f"Parzen log-likelihood on {dataset} test ({d['n_test']} images), {d['n_samples']} samples: "
+            f"{m['value']:.2f} ± {m['pm']:.2f} nats (sigma {d['sigma']:.4f} chosen on {d['n_valid']} validation images)"
+        )
+
+
+@main.command(name="list")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@_friendly_errors
+def list_cmd(data_dir):
+    """Benchmarks, reference models and data sets."""
+    import reference_models
+
+    from .benchmarks import available, load_benchmark
+    from .checkpoints import entry_point_names
+    from .data import describe
+
+    click.secho("Benchmarks", bold=True)
+    for name in available():
+        b = load_benchmark(name)
+        runnable = [r.id for r in b.rows if r.model]
+        click.echo(f"  {name:<16} {b.title}\n  {'':<16} columns: {', '.join(c.id for c in b.columns)}; rows with a reference model: {', '.join(runnable) or 'none'}")
+    click.secho("Reference models", bold=True)
+    for m in reference_models.describe():
+        click.echo(f"  {m['name']:<16} {m['description']} [{', '.join(m['capabilities'])}]")
+    for name in entry_point_names():
+        click.echo(f"  {name:<16} (entry point, evalkit.models)")
+    click.secho("Data sets", bold=True)
+    for d in describe(data_dir=data_dir):
+        click.echo(f"  {d['name']:<16} {d['status']:<9} {d['description']}")
+
+
+@main.group()
+def data():
+    """Fetch and verify data sets."""
+
+
+@data.command()
+@click.argument("name")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--force", is_flag=True, help="Download again even if present and valid.")
+@_friendly_errors
+def fetch(name, data_dir, force):
+    """Download data set NAME from its canonical source and verify its hash."""
+    from .data import fetch as do_fetch
+
+    paths = do_fetch(name, data_dir=data_dir, force=force)
+    for p in paths:
+        click.echo(f"ok  {p}")
+
+
+@data.command()
+@click.argument("names", nargs=-1)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@_friendly_errors
+def verify(names, data_dir):
+    """Check the files of the data sets present (hashes)."""
+    from .data import describe_data_dir, verify as do_verify
+
+    rows = do_verify(data_dir=data_dir, names=list(names) or None)
+    click.echo(f"data directory: {describe_data_dir(data_dir)}")
+    bad = 0
+    for s in rows:
+        colour = {"ok": "green", "missing": "yellow", "corrupt": "red"}[s.status]
+        click.echo(f"  {click.style(f'{s.status:<8}', fg=colour)} {s.dataset:<14} {s.file}")
+        bad += s.status == "corrupt"
+    if bad:
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,44 @@
+"""PNG figures beside the reports (sample grids)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+
+def image_grid(images: np.ndarray, ncols: int = 10, pad: int = 1) -> np.ndarray:
+    """Tile uint8 images [N, C, H, W] into one [H', W'] (C = 1) or [H', W', 3] array."""
+    if images.ndim != 4:
+        raise ValueError(f"images must be [N, C, H, W], got shape {images.shape}")
+    n, c, h, w = images.shape
+    ncols = min(ncols, n)
+    nrows = math.ceil(n / ncols)
+    grid = np.full((c, nrows * (h + pad) + pad, ncols * (w + pad) + pad), 255, dtype=np.uint8)
+    for i in range(n):
+        r, k = divmod(i, ncols)
+        grid[:, pad + r * (h + pad) : pad + r * (h + pad) + h, pad + k * (w + pad) : pad + k * (w + pad) + w] = images[i]
+    return grid[0] if c == 1 else grid.transpose(1, 2, 0)
+
+
+def save_sample_grid(images: np.ndarray, path: Path, title: str = "", ncols: int = 10, scale: int = 3) -> Path:
+    """Write a sample grid PNG (nearest-neighbour upscaled by ``scale``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = image_grid(images, ncols)
+    hpx, wpx = grid.shape[:2]
+    dpi = 100
+    fig = plt.figure(figsize=(wpx * scale / dpi, hpx * scale / dpi + (0.3 if title else 0)), dpi=dpi)
+    ax = fig.add_axes([0, 0, 1, hpx * scale / dpi / fig.get_figheight()])
+    ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=255, interpolation="nearest")
+    ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=9, y=0.995)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path

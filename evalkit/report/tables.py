@@ -1,0 +1,210 @@
+"""Build a comparison table from a benchmark spec and its result records.
+
+The table is the one the paper printed: the same rows and columns, each cell showing
+the published value and the reproduced value side by side, ``—`` where nothing was run,
+the best reproduced value per column marked, footnotes for every deviation, and a
+provenance block naming the runs (commit, device, date, seeds, epochs, wall time).
+"""
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from typing import Optional
+
+from ..benchmarks import Benchmark
+
+DASH = "—"
+
+
+@dataclass
+class Cell:
+    published: Optional[str] = None
+    reproduced: Optional[str] = None
+    value: Optional[float] = None  # reproduced mean, for ranking
+    best: bool = False
+    notes: list = field(default_factory=list)  # footnote numbers
+    n_seeds: int = 0
+
+
+@dataclass
+class Table:
+    title: str
+    benchmark: str
+    source: str
+    columns: list  # (id, published label, reproduced label)
+    rows: list  # (id, label, [Cell per column])
+    footnotes: list  # texts, numbered from 1
+    provenance: list  # dicts, one per reproduced cell
+    higher_is_better: bool = True
+
+
+def fmt_number(v: float, pm: Optional[float] = None, digits: Optional[int] = None) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return DASH
+    if digits is None:
+        digits = 1 if abs(v) >= 10 else 2
+    s = f"{v:.{digits}f}"
+    if pm is not None and not (isinstance(pm, float) and math.isnan(pm)):
+        s += f" ± {pm:.{digits}f}"
+    return s
+
+
+def fmt_published(p: list) -> str:
+    v = p[0]
+    pm = p[1] if len(p) > 1 else None
+    s = f"{v:g}"
+    if pm is not None:
+        s += f" ± {pm:g}"
+    return s
+
+
+class _Notes:
+    def __init__(self):
+        self.texts: list[str] = []
+
+    def add(self, text: str) -> int:
+        if text not in self.texts:
+            self.texts.append(text)
+        return self.texts.index(text) + 1
+
+
+def build_table(bench: Benchmark, records: list[dict], *, config_filter: Optional[dict] = None) -> Table:
+    """Aggregate the newest record per (row, column, seed) into a :class:`Table`.
+
+    Several seeds: the cell shows the mean over seeds of the protocol value, with the
+    protocol's ± averaged over seeds; the seed-to-seed standard deviation goes in the
+    provenance block. Records of more than one run configuration for one cell: the
+    newest configuration wins (older ones stay in the store).
+    """
+    notes = _Notes()
+    # newest config per (row, column), then newest record per seed under it
+    newest_cfg: dict[tuple, str] = {}
+    for r in records:
+        newest_cfg[(r["row"], r["column"])] = r["config"]
+    per_cell: dict[tuple, dict[int, dict]] = {}
+    for r in records:
+        if newest_cfg[(r["row"], r["column"])] != r["config"]:
+            continue
+        per_cell.setdefault((r["row"], r["column"]), {})[r["seed"]] = r
+
+    rows = [r for r in bench.rows]
+    known = {r.id for r in rows}
+    for (rid, _), _recs in per_cell.items():  # user rows added on the command line
+        if rid not in known:
+            from ..benchmarks import Row
+
+            label = next(iter(_recs.values())).get("row_label", rid)
+            rows.append(Row(rid, label, None, {}, {}, {}, {}, {}, user=True))
+            known.add(rid)
+
+    columns = []
+    for c in bench.columns:
+        columns.append((c.id, c.label, c.reproduced_label or c.label))
+
+    table_rows = []
+    provenance = []
+    for row in rows:
+        cells = []
+        for c in bench.columns:
+            cell = Cell()
+            pub = row.published.get(c.id)
+            if pub:
+                cell.published = fmt_published(pub)
+                note = row.published_notes.get(c.id)
+                if note:
+                    cell.notes.append(notes.add(f"{row.label}, {c.label} (published): {note}"))
+            recs = per_cell.get((row.id, c.id), {})
+            if recs:
+                vals = [recs[s]["value"] for s in sorted(recs)]
+                pms = [recs[s].get("pm") for s in sorted(recs)]
+                mean = statistics.fmean(vals)
+                pm = statistics.fmean(p for p in pms if p is not None) if any(p is not None for p in pms) else None
+                cell.value, cell.n_seeds = mean, len(vals)
+                cell.reproduced = fmt_number(mean, pm)
+                if c.footnote:
+                    cell.notes.append(notes.add(c.footnote))
+                if row.footnote:
+                    cell.notes.append(notes.add(row.footnote))
+                for text in deviation_notes(bench, row, c, list(recs.values())):
+                    cell.notes.append(notes.add(text))
+                for s in sorted(recs):
+                    provenance.append(provenance_entry(row, c, recs[s]))
+                if len(vals) > 1:
+                    cell.notes.append(
+                        notes.add(
+                            f"{row.label}, {c.reproduced_label or c.label}: mean over {len(vals)} seeds; ± is the protocol's "
+                            f"standard error averaged over seeds; seed-to-seed std {statistics.stdev(vals):.2f}."
+                        )
+                    )
+            cells.append(cell)
+        table_rows.append((row.id, row.label, cells))
+
+    for ci in range(len(columns)):
+        vals = [(cells[ci].value, i) for i, (_, _, cells) in enumerate(table_rows) if cells[ci].value is not None]
+        if vals:
+            best = max(vals) if bench.higher_is_better else min(vals)
+            table_rows[best[1]][2][ci].best = True
+    return Table(
+        title=bench.title,
+        benchmark=bench.name,
+        source=bench.source,
+        columns=columns,
+        rows=table_rows,
+        footnotes=notes.texts,
+        provenance=provenance,
+        higher_is_better=bench.higher_is_better,
+    )
+
+
+def deviation_notes(bench: Benchmark, row, column, recs: list[dict]) -> list[str]:
+    """Footnotes for every way the reproduced cell departs from the published protocol."""
+    out = []
+    r0 = recs[0]
+    cfg = r0.get("run_config", {})
+    proto = cfg.get("protocol", {})
+    base = bench.protocol
+    if proto.get("n_samples") != base.get("n_samples") and column.protocol.get("n_samples") is None:
+        out.append(f"{row.label}, {column.label}: {proto.get('n_samples')} samples instead of {base.get('n_samples')}.")
+    epochs = sorted({r.get("train", {}).get("epochs") for r in recs if r.get("train", {}).get("epochs")})
+    if epochs:
+        dev = sorted({(r.get("provenance") or {}).get("device", "?") for r in recs})
+        out.append(
+            f"{row.label}, {column.reproduced_label or column.label}: trained {', '.join(map(str, epochs))} epochs "
+            f"on {', '.join(dev)}; the paper's training length is not stated, so fewer epochs than the authors used may explain a gap."
+        )
+    if row.user:
+        out.append(f"{row.label}: a user model evaluated under the same protocol ({r0.get('run_config', {}).get('model')}).")
+    details = r0.get("details", {})
+    if details.get("sigma") is not None:
+        sig = details["sigma"]
+        grid = details.get("sigmas") or []
+        if grid and (abs(sig - min(grid)) < 1e-12 or abs(sig - max(grid)) < 1e-12):
+            out.append(f"{row.label}, {column.label}: the chosen sigma {sig:.4g} is at the edge of the grid; the optimum may lie outside it.")
+    return out
+
+
+def provenance_entry(row, column, rec: dict) -> dict:
+    prov = rec.get("provenance") or {}
+    ck = (rec.get("checkpoint") or {})
+    ckprov = ck.get("provenance") or {}
+    tr = rec.get("train") or {}
+    return {
+        "row": row.label,
+        "column": column.reproduced_label or column.label,
+        "seed": rec.get("seed"),
+        "value": rec.get("value"),
+        "pm": rec.get("pm"),
+        "sigma": (rec.get("details") or {}).get("sigma"),
+        "n_samples": (rec.get("details") or {}).get("n_samples"),
+        "epochs": tr.get("epochs"),
+        "train_s": ckprov.get("wall_time_s", tr.get("train_s")),
+        "train_commit": ckprov.get("git_commit"),
+        "train_device": ckprov.get("device"),
+        "eval_commit": prov.get("git_commit"),
+        "eval_device": prov.get("device"),
+        "date": prov.get("date"),
+        "checkpoint_sha256": (ck.get("sha256") or "")[:12] or None,
+        "eval_s": (rec.get("timings") or {}).get("parzen_s"),
+        "config": rec.get("config"),
+    }

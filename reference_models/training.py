@@ -1,0 +1,288 @@
+"""The one training loop every reference model shares.
+
+A model plugs in by offering:
+
+* ``configure_optimizers() -> dict[str, torch.optim.Optimizer]``
+* ``train_step(x, y, *, step, epoch, optimizers) -> dict[str, float]`` (one minibatch;
+  the model does its own phases and optimiser steps)
+* optionally ``init_from_data(x)`` (called once before the first step, e.g. to set an
+  output bias from pixel marginals) and ``on_epoch_start(epoch, optimizers)``
+  (schedules that depend on the epoch).
+* ``hparams``: the constructor keyword arguments, so a checkpoint can rebuild it.
+
+Schedules must depend only on the epoch/step counters, never on the total number of
+epochs. That makes a model trained for E epochs identical to the first E epochs of a
+longer run, so ``fit`` can resume from any earlier snapshot and the runner can reuse a
+longer run's snapshot at epoch E.
+
+Checkpoints are written atomically (temporary file + rename): ``last.pt`` after every
+epoch (and when interrupted), ``epoch_<E>.pt`` snapshots at the requested epochs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+CHECKPOINT_FORMAT = "evalkit-checkpoint/1"
+
+
+@dataclass
+class TrainConfig:
+    """Settings of the shared loop (model hyperparameters live in the model)."""
+
+    epochs: int
+    batch_size: int = 100
+    seed: int = 0
+    device: Optional[str] = None  # None: CUDA when present, else CPU
+    snapshot_epochs: Sequence[int] = ()  # keep epoch_<E>.pt at these epochs
+    snapshot_every: int = 0  # and every k epochs (0: never)
+    num_threads: Optional[int] = None
+    progress: bool = True
+    drop_last: bool = True
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["snapshot_epochs"] = list(self.snapshot_epochs)
+        return d
+
+
+def pick_device(device: Optional[str] = None) -> torch.device:
+    """``device`` if given, else CUDA when available, else CPU."""
+    if device:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def git_commit(path: Optional[Path] = None) -> Optional[str]:
+    """The current git commit of the checkout holding this package (``+dirty`` when modified)."""
+    here = path or Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=5
+        )
+        return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"cpu:{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+
+
+def provenance(device: torch.device, seed: int) -> dict:
+    """Who/what/where for a checkpoint or a result."""
+    try:
+        from importlib.metadata import version
+
+        ek = version("evalkit")
+    except Exception:  # not installed as a distribution
+        ek = None
+    return {
+        "evalkit_version": ek,
+        "git_commit": git_commit(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": device_description(device),
+        "seed": seed,
+        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "host": platform.node(),
+    }
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file in the same directory, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def model_qualname(model: torch.nn.Module) -> str:
+    cls = type(model)
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0
+    step: int = 0
+    wall_time: float = 0.0
+    history: list = field(default_factory=list)
+
+
+def _checkpoint(model, optimizers, state: TrainState, config: TrainConfig, device, extra: dict) -> dict:
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "class": model_qualname(model),
+        "model_name": getattr(model, "registry_name", None),
+        "model_kwargs": dict(getattr(model, "hparams", {})),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+        "epoch": state.epoch,
+        "step": state.step,
+        "history": state.history,
+        "train_config": config.to_dict(),
+        "rng": {
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        },
+        "provenance": {**provenance(device, config.seed), "wall_time_s": state.wall_time},
+        **extra,
+    }
+
+
+def latest_resumable(run_dir: Path, max_epoch: int) -> Optional[Path]:
+    """The checkpoint in ``run_dir`` with the most epochs not exceeding ``max_epoch``."""
+    best, best_epoch = None, -1
+    for p in Path(run_dir).glob("*.pt"):
+        if p.name.startswith("."):
+            continue
+        try:
+            ep = int(p.stem.split("_", 1)[1]) if p.stem.startswith("epoch_") else None
+            if ep is None:
+                ep = torch.load(p, map_location="cpu", weights_only=False)["epoch"]
+        except Exception:
+            continue
+        if best_epoch < ep <= max_epoch:
+            best, best_epoch = p, ep
+    return best
+
+
+def fit(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    labels: Optional[torch.Tensor],
+    config: TrainConfig,
+    run_dir: Optional[Path] = None,
+    *,
+    extra: Optional[dict] = None,
+    log: Optional[Callable[[str], None]] = None,
+) -> torch.nn.Module:
+    """Train ``model`` on ``images`` ([N, C, H, W] float in [0, 1]) for ``config.epochs`` epochs.
+
+    With ``run_dir``, resumes from the furthest checkpoint there that does not pass
+    ``config.epochs`` and writes ``last.pt`` after each epoch plus the requested
+    ``epoch_<E>.pt`` snapshots. ``extra`` is stored in every checkpoint (e.g. the data
+    set's name and fingerprint). Returns the model (in eval mode, on its device).
+    """
+    if images.ndim != 4:
+        raise ValueError(f"images must be [N, C, H, W]; got shape {tuple(images.shape)}")
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    device = pick_device(config.device)
+    seed_everything(config.seed)
+    model.to(device)
+    optimizers = model.configure_optimizers()
+    state = TrainState()
+    extra = dict(extra or {})
+    say = log or (lambda s: tqdm.write(s))
+
+    if run_dir is not None:
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        resume = latest_resumable(run_dir, config.epochs)
+        if resume is not None:
+            ck = torch.load(resume, map_location="cpu", weights_only=False)
+            model.load_state_dict(ck["state_dict"])
+            model.to(device)
+            for k, o in optimizers.items():
+                o.load_state_dict(ck["optimizers"][k])
+            state = TrainState(ck["epoch"], ck["step"], ck["provenance"].get("wall_time_s", 0.0), list(ck["history"]))
+            torch.set_rng_state(ck["rng"]["torch"])
+            if ck["rng"].get("cuda") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
+            say(f"resumed from {resume} at epoch {state.epoch}")
+
+    x_all = images.to(device)
+    y_all = labels.to(device) if labels is not None else None
+    n = x_all.shape[0]
+    bs = min(config.batch_size, n)
+    steps_per_epoch = n // bs if config.drop_last else math.ceil(n / bs)
+    if state.epoch == 0 and state.step == 0 and hasattr(model, "init_from_data"):
+        model.init_from_data(x_all)
+
+    def save(name: str) -> None:
+        if run_dir is not None:
+            atomic_save(_checkpoint(model, optimizers, state, config, device, extra), run_dir / name)
+
+    snapshots = set(config.snapshot_epochs) | {config.epochs}
+    bar = tqdm(
+        total=(config.epochs - state.epoch) * steps_per_epoch,
+        disable=not config.progress,
+        desc=f"{type(model).__name__} seed {config.seed}",
+        unit="step",
+        dynamic_ncols=True,
+    )
+    try:
+        while state.epoch < config.epochs:
+            model.train()
+            t0 = time.perf_counter()
+            if hasattr(model, "on_epoch_start"):
+                model.on_epoch_start(state.epoch, optimizers)
+            # The permutation depends on (seed, epoch) only, so a resumed run sees the same batches.
+            g = torch.Generator().manual_seed(config.seed * 1_000_003 + state.epoch)
+            perm = torch.randperm(n, generator=g).to(device)
+            sums: dict[str, float] = {}
+            for b in range(steps_per_epoch):
+                idx = perm[b * bs : (b + 1) * bs]
+                losses = model.train_step(
+                    x_all[idx], None if y_all is None else y_all[idx], step=state.step, epoch=state.epoch, optimizers=optimizers
+                )
+                state.step += 1
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                bar.update(1)
+                if b % 20 == 0:
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in losses.items()}, refresh=False)
+            state.epoch += 1
+            state.wall_time += time.perf_counter() - t0
+            means = {k: v / steps_per_epoch for k, v in sums.items()}
+            if any(not math.isfinite(v) for v in means.values()):
+                raise FloatingPointError(f"training diverged at epoch {state.epoch}: losses {means}")
+            state.history.append({"epoch": state.epoch, **means})
+            if config.progress:
+                say(f"epoch {state.epoch}/{config.epochs} " + " ".join(f"{k}={v:.4g}" for k, v in means.items()))
+            save("last.pt")
+            if state.epoch in snapshots or (config.snapshot_every and state.epoch % config.snapshot_every == 0):
+                save(f"epoch_{state.epoch}.pt")
+    except KeyboardInterrupt:
+        bar.close()
+        say(f"interrupted at epoch {state.epoch} (step {state.step}); last.pt holds the last finished epoch")
+        raise
+    bar.close()
+    model.eval()
+    model.train_state_ = state
+    return model
+
+
+def describe_history(history: list) -> str:
+    return json.dumps(history[-1] if history else {})
