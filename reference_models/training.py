@@ -191,8 +191,10 @@ def fit(
 
     With ``run_dir``, resumes from the furthest checkpoint there that does not pass
     ``config.epochs`` and writes ``last.pt`` after each epoch plus the requested
-    ``epoch_<E>.pt`` snapshots. ``extra`` is stored in every checkpoint (e.g. the data
-    set's name and fingerprint). Returns the model (in eval mode, on its device).
+    ``epoch_<E>.pt`` snapshots. A ``last.pt`` already past ``config.epochs`` (a longer
+    run sharing ``run_dir``) is left alone, so a shorter run never sets it back.
+    ``extra`` is stored in every checkpoint (e.g. the data set's name and fingerprint).
+    Returns the model (in eval mode, on its device).
     """
     if images.ndim != 4:
         raise ValueError(f"images must be [N, C, H, W]; got shape {tuple(images.shape)}")
@@ -206,9 +208,15 @@ def fit(
     extra = dict(extra or {})
     say = log or (lambda s: tqdm.write(s))
 
+    keep_last = False  # True: run_dir's last.pt belongs to a longer run; do not overwrite it
     if run_dir is not None:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
+        if (run_dir / "last.pt").exists():
+            try:
+                keep_last = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=False)["epoch"] > config.epochs
+            except Exception:
+                keep_last = False
         resume = latest_resumable(run_dir, config.epochs)
         if resume is not None:
             ck = torch.load(resume, map_location="cpu", weights_only=False)
@@ -271,7 +279,8 @@ def fit(
             state.history.append({"epoch": state.epoch, **means})
             if config.progress:
                 say(f"epoch {state.epoch}/{config.epochs} " + " ".join(f"{k}={v:.4g}" for k, v in means.items()))
-            save("last.pt")
+            if not keep_last:
+                save("last.pt")
             if state.epoch in snapshots or (config.snapshot_every and state.epoch % config.snapshot_every == 0):
                 save(f"epoch_{state.epoch}.pt")
     except KeyboardInterrupt:
