@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 import reference_models
-from reference_models.training import TrainConfig, fit, latest_resumable, pick_device, provenance
+from reference_models.training import TrainConfig, fit, latest_resumable, pick_device, provenance, seed_everything
 
 from . import data as ekdata
 from .benchmarks import Benchmark, Column, Row
@@ -75,6 +75,8 @@ def train_or_reuse(
         loaded = load_evalkit_checkpoint(target, pick_device(device))
         log(f"[{row.id}/{dataset}/seed {seed}] reusing {target}")
         return Trained(loaded, target, epochs, False, float(loaded.info["provenance"].get("wall_time_s", 0.0)))
+    # The initial weights depend on the seed alone, not on what ran earlier in this process.
+    seed_everything(seed)
     model = reference_models.build(row.model, **kwargs)
     cfg = TrainConfig(
         epochs=epochs,
@@ -108,6 +110,9 @@ def draw_samples(model, n: int, *, seed: int, device: torch.device, batch: int =
     if msg:
         raise EvalkitError(msg)
     gen = torch.Generator(device=device).manual_seed(seed)
+    # A TorchScript method reports an unknown keyword as a RuntimeError, not a TypeError: ask its schema.
+    schema = getattr(getattr(model, "sample", None), "schema", None)
+    takes_generator = schema is None or any(a.name == "generator" for a in schema.arguments)
     out = []
     from tqdm.auto import tqdm
 
@@ -115,10 +120,13 @@ def draw_samples(model, n: int, *, seed: int, device: torch.device, batch: int =
     with torch.no_grad(), tqdm(total=n, disable=not progress, desc="sampling", unit="img", leave=False) as bar:
         while done < n:
             k = min(batch, n - done)
-            try:
-                s = model.sample(k, generator=gen)
-            except TypeError:  # a user model without the generator keyword
+            if not takes_generator:
                 s = model.sample(k)
+            else:
+                try:
+                    s = model.sample(k, generator=gen)
+                except TypeError:  # a user model without the generator keyword
+                    s = model.sample(k)
             if not isinstance(s, torch.Tensor):
                 s = torch.as_tensor(np.asarray(s))
             out.append(s.detach().float().cpu())
@@ -288,6 +296,7 @@ def run_cell(bench, row, column, seed, epochs, protocol, cfg, key, opts: RunOpti
         "benchmark": bench.name,
         "key": key,
         "row": row.id,
+        "row_label": row.label,
         "column": column.id,
         "seed": seed,
         "config": cfg["hash"],

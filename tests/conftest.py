@@ -1,0 +1,204 @@
+"""Shared fixtures for the model / training / runner / report tests.
+
+Everything here is tiny (8x8 digits, models with a few hundred parameters) and writes
+only under ``tmp_path``: the real checkpoint cache (``~/.cache/evalkit``) is never used.
+"""
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+
+# Tiny constructor arguments: fast on one CPU thread.
+GAN_TINY = {"image_shape": [1, 8, 8], "z_dim": 8, "g_hidden": [16], "d_units": 8, "d_pieces": 2}
+AAE_TINY = {"image_shape": [1, 8, 8], "z_dim": 2, "hidden": [16], "disc_hidden": [16], "noise_dim": 4}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_checkpoint_cache(monkeypatch, tmp_path):
+    """No test may fall back to the real checkpoint cache (a real run lives there)."""
+    monkeypatch.setenv("EVALKIT_CACHE", str(tmp_path / "evalkit-cache"))
+    monkeypatch.delenv("EVALKIT_BENCHMARKS", raising=False)
+
+
+@pytest.fixture(scope="session")
+def digits_train() -> torch.Tensor:
+    """The embedded digits' training split as float [N, 1, 8, 8] in [0, 1]."""
+    from evalkit.data import load
+
+    return load("digits", "train").tensor()
+
+
+@pytest.fixture(scope="session")
+def digits200(digits_train) -> torch.Tensor:
+    return digits_train[:200].clone()
+
+
+TINY_TOML = """
+name = "tiny"
+title = "Tiny test benchmark (nats)"
+metric = "parzen"
+higher_is_better = true
+source = "evalkit tests"
+pm = "standard error"
+default_columns = ["digits"]
+
+[protocol]
+n_samples = 500
+sigma_grid = [-1.0, 0.0, 5]
+valid_split = "valid"
+valid_limit = 0
+test_split = "test"
+train_split = "train"
+sample_seed = 1234
+
+[[columns]]
+id = "digits"
+label = "digits 8x8"
+dataset = "digits"
+footnote = "Tiny column footnote."
+
+[[rows]]
+id = "published"
+label = "Published only"
+published = { digits = [123.4, 5.6] }
+
+[[rows]]
+id = "gan"
+label = "GAN (tiny)"
+model = "gan"
+[rows.train]
+epochs = 3
+batch_size = 100
+[rows.model_kwargs]
+z_dim = 8
+g_hidden = [16]
+d_units = 8
+d_pieces = 2
+optimizer = "adam"
+
+[[rows]]
+id = "aae"
+label = "AAE (tiny)"
+model = "aae"
+[rows.train]
+epochs = 3
+batch_size = 100
+[rows.model_kwargs]
+z_dim = 2
+hidden = [16]
+disc_hidden = [16]
+lr_recon = 1e-3
+lr_adv = 1e-3
+"""
+
+
+@pytest.fixture
+def tiny_toml(tmp_path) -> Path:
+    """A benchmark spec on the embedded digits with tiny GAN/AAE rows and one published-only row."""
+    p = tmp_path / "specs" / "tiny.toml"
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(TINY_TOML)
+    return p
+
+
+USER_MODULE = '''
+"""User models for the evalkit tests (written by conftest.user_pkg)."""
+import torch
+from torch import nn
+
+
+class Good(nn.Module):
+    """A sampler with values in [0, 1]."""
+
+    def __init__(self, z_dim=4, shape=(1, 8, 8)):
+        super().__init__()
+        self.z_dim, self.shape = z_dim, tuple(shape)
+        self.lin = nn.Linear(z_dim, 64)
+
+    def sample(self, n, *, generator=None):
+        z = torch.randn(n, self.z_dim, generator=generator)
+        return torch.sigmoid(self.lin(z)).view(n, *self.shape)
+
+
+class NoGenerator(Good):
+    def sample(self, n):  # no generator keyword: evalkit must still call it
+        return torch.sigmoid(self.lin(torch.randn(n, self.z_dim))).view(n, *self.shape)
+
+
+class NaNs(Good):
+    def sample(self, n, *, generator=None):
+        out = super().sample(n, generator=generator)
+        out[0, 0, 0, 0] = float("nan")
+        return out
+
+
+class OutOfRange(Good):
+    def sample(self, n, *, generator=None):
+        return 2 * super().sample(n, generator=generator) - 1  # tanh range
+
+
+class NoSample(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(2, 2)
+
+
+def build():
+    torch.manual_seed(0)
+    return Good()
+
+
+def build_nogen():
+    torch.manual_seed(0)
+    return NoGenerator()
+
+
+def build_nan():
+    return NaNs()
+
+
+def build_range():
+    return OutOfRange()
+
+
+def build_shape():
+    return _WrongShape()
+
+
+class _WrongShape(Good):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 16)
+
+    def sample(self, n, *, generator=None):
+        return torch.sigmoid(self.lin(torch.randn(n, 4, generator=generator))).view(n, 1, 4, 4)
+
+
+def build_nosample():
+    return NoSample()
+
+
+def build_not_a_module():
+    return object()
+'''
+
+
+@pytest.fixture
+def user_pkg(tmp_path, monkeypatch) -> str:
+    """A package ``mypkg`` with user model factories in ``mypkg.mod``, importable for this test only."""
+    root = tmp_path / "userpkgs"
+    (root / "mypkg").mkdir(parents=True)
+    (root / "mypkg" / "__init__.py").write_text("")
+    (root / "mypkg" / "mod.py").write_text(textwrap.dedent(USER_MODULE))
+    for name in [m for m in sys.modules if m == "mypkg" or m.startswith("mypkg.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(str(root))
+    yield "mypkg.mod"
+    for name in [m for m in sys.modules if m == "mypkg" or m.startswith("mypkg.")]:
+        sys.modules.pop(name, None)
