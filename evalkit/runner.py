@@ -91,7 +91,7 @@ def train_or_reuse(
     fit(
         model,
         train_set.tensor(),
-        torch.from_numpy(train_set.labels),
+        torch.as_tensor(np.array(train_set.labels)),
         cfg,
         rdir,
         extra={"dataset": {"name": dataset, "split": split, "fingerprint": train_set.fingerprint}},
