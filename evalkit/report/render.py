@@ -36,7 +36,7 @@ def to_markdown(t: Table, *, figures: list[tuple[str, str]] = ()) -> str:
     for _, label, cells in t.rows:
         parts = [label]
         for c in cells:
-            parts.append(c.published or DASH)
+            parts.append((c.published or DASH) + _marks(c.published_notes, "md"))
             rep = c.reproduced or DASH
             if c.best and c.reproduced:
                 rep = f"**{rep}**"
@@ -89,7 +89,7 @@ def to_latex(t: Table) -> str:
     for _, label, cells in t.rows:
         parts = [tex_escape(label)]
         for c in cells:
-            parts.append(tex_escape(c.published or DASH))
+            parts.append(tex_escape(c.published or DASH) + _marks(c.published_notes, "tex"))
             rep = tex_escape(c.reproduced or DASH)
             if c.best and c.reproduced:
                 rep = rf"\textbf{{{rep}}}"

@@ -23,7 +23,8 @@ class Cell:
     reproduced: Optional[str] = None
     value: Optional[float] = None  # reproduced mean, for ranking
     best: bool = False
-    notes: list = field(default_factory=list)  # footnote numbers
+    notes: list = field(default_factory=list)  # footnote numbers (reproduced value)
+    published_notes: list = field(default_factory=list)  # footnote numbers (published value)
     n_seeds: int = 0
 
 
@@ -113,7 +114,7 @@ def build_table(bench: Benchmark, records: list[dict], *, config_filter: Optiona
                 cell.published = fmt_published(pub)
                 note = row.published_notes.get(c.id)
                 if note:
-                    cell.notes.append(notes.add(f"{row.label}, {c.label} (published): {note}"))
+                    cell.published_notes.append(notes.add(f"{row.label}, {c.label} (published): {note}"))
             recs = per_cell.get((row.id, c.id), {})
             if recs:
                 vals = [recs[s]["value"] for s in sorted(recs)]
