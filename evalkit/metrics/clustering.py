@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import normalized_mutual_info_score
+from .classification import _to_numpy
 
 __all__ = [
     "ClusterResult",
@@ -30,18 +30,6 @@ __all__ = [
 ]
 
 _REFERENCES = ("validation", "train")
-
-
-def _to_numpy(x: Any, name: str) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu()
-        if x.dtype in (torch.bfloat16, torch.float16):
-            x = x.float()
-        return x.numpy()
-    try:
-        return np.asarray(x)
-    except Exception as exc:  # pragma: no cover
-        raise ValueError(f"{name} must be array-like ({exc})") from exc
 
 
 def _int_vector(x: Any, name: str) -> np.ndarray:
