@@ -10,6 +10,14 @@ import importlib
 REGISTRY: dict[str, str] = {
     "gan": "reference_models.gan:GAN",
     "aae": "reference_models.aae:AAE",
+    "aae_semi": "reference_models.aae_semi:SemiSupervisedAAE",
+    "aae_cluster": "reference_models.aae_semi:ClusteringAAE",
+    "aae_dimred": "reference_models.aae_semi:DimRedAAE",
+    "aae_supervised": "reference_models.aae_supervised:SupervisedAAE",
+    "sgan": "reference_models.sgan:SGAN",
+    "improved_gan": "reference_models.improved_gan:ImprovedGAN",
+    "mlp_classifier": "reference_models.classifier:MLPClassifier",
+    "vae": "reference_models.vae:VAE",
 }
 
 

@@ -1,7 +1,7 @@
 """Small building blocks shared by the reference models."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
@@ -65,3 +65,40 @@ def max_col_norm_(linear: nn.Linear, max_norm: float) -> None:
         w = linear.weight  # [out, in]: one row per unit = one pylearn2 column
         norms = w.norm(dim=1, keepdim=True).clamp_min(1e-12)
         w.mul_(torch.clamp(max_norm / norms, max=1.0))
+
+
+class LabelledPool:
+    """The labelled subset a semi-supervised model keeps from ``on_fit_start(x, y)``.
+
+    ``y == -1`` marks an unlabelled image. :meth:`batch` draws a labelled minibatch with
+    the global torch RNG (whose state the training loop checkpoints; a resumed run starts a
+    fresh pass over the pool): a random permutation of the pool is walked in order, and
+    a new one is drawn when it runs out, so every labelled example is seen once per pass;
+    a request larger than the pool repeats examples.
+    """
+
+    def __init__(self, x: torch.Tensor, y: Optional[torch.Tensor]):
+        if y is None:
+            y = torch.full((x.shape[0],), -1, dtype=torch.long, device=x.device)
+        mask = y >= 0
+        self.x, self.y = x[mask], y[mask].long()
+        self._perm: Optional[torch.Tensor] = None
+        self._pos = 0
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(self) == 0:
+            raise ValueError("no labelled examples: this model needs labels (y >= 0) for some training images")
+        out = []
+        while n > 0:
+            if self._perm is None or self._pos >= len(self):
+                self._perm = torch.randperm(len(self)).to(self.y.device)
+                self._pos = 0
+            take = self._perm[self._pos : self._pos + n]
+            self._pos += take.shape[0]
+            n -= take.shape[0]
+            out.append(take)
+        idx = torch.cat(out)
+        return self.x[idx], self.y[idx]

@@ -6,8 +6,10 @@ A model plugs in by offering:
 * ``train_step(x, y, *, step, epoch, optimizers) -> dict[str, float]`` (one minibatch;
   the model does its own phases and optimiser steps)
 * optionally ``init_from_data(x)`` (called once before the first step, e.g. to set an
-  output bias from pixel marginals) and ``on_epoch_start(epoch, optimizers)``
-  (schedules that depend on the epoch).
+  output bias from pixel marginals), ``on_fit_start(x, y)`` (called at the start of
+  every ``fit``, resumed or not, with all training images and labels; semi-supervised
+  models keep their labelled subset from it: ``y == -1`` marks an unlabelled image) and
+  ``on_epoch_start(epoch, optimizers)`` (schedules that depend on the epoch).
 * ``hparams``: the constructor keyword arguments, so a checkpoint can rebuild it.
 
 Schedules must depend only on the epoch/step counters, never on the total number of
@@ -15,8 +17,10 @@ epochs. That makes a model trained for E epochs identical to the first E epochs 
 longer run, so ``fit`` can resume from any earlier snapshot and the runner can reuse a
 longer run's snapshot at epoch E.
 
-Checkpoints are written atomically (temporary file + rename): ``last.pt`` after every
-epoch (and when interrupted), ``epoch_<E>.pt`` snapshots at the requested epochs.
+Checkpoints are written atomically (temporary file + rename): ``last.pt`` at the end of
+an epoch when ``checkpoint_every_s`` seconds have passed since the last write (and after
+the final epoch), so an interrupted run loses at most that much work; ``epoch_<E>.pt``
+snapshots at the requested epochs.
 """
 from __future__ import annotations
 
@@ -49,6 +53,7 @@ class TrainConfig:
     device: Optional[str] = None  # None: CUDA when present, else CPU
     snapshot_epochs: Sequence[int] = ()  # keep epoch_<E>.pt at these epochs
     snapshot_every: int = 0  # and every k epochs (0: never)
+    checkpoint_every_s: float = 60.0  # rewrite last.pt at most this often (and always at the end)
     num_threads: Optional[int] = None
     progress: bool = True
     drop_last: bool = True
@@ -235,6 +240,8 @@ def fit(
     n = x_all.shape[0]
     bs = min(config.batch_size, n)
     steps_per_epoch = n // bs if config.drop_last else math.ceil(n / bs)
+    if hasattr(model, "on_fit_start"):
+        model.on_fit_start(x_all, y_all)
     if state.epoch == 0 and state.step == 0 and hasattr(model, "init_from_data"):
         model.init_from_data(x_all)
 
@@ -243,6 +250,7 @@ def fit(
             atomic_save(_checkpoint(model, optimizers, state, config, device, extra), run_dir / name)
 
     snapshots = set(config.snapshot_epochs) | {config.epochs}
+    last_save = time.perf_counter()
     bar = tqdm(
         total=(config.epochs - state.epoch) * steps_per_epoch,
         disable=not config.progress,
@@ -279,13 +287,15 @@ def fit(
             state.history.append({"epoch": state.epoch, **means})
             if config.progress:
                 say(f"epoch {state.epoch}/{config.epochs} " + " ".join(f"{k}={v:.4g}" for k, v in means.items()))
-            if not keep_last:
+            final = state.epoch >= config.epochs
+            if not keep_last and (final or time.perf_counter() - last_save >= config.checkpoint_every_s):
                 save("last.pt")
+                last_save = time.perf_counter()
             if state.epoch in snapshots or (config.snapshot_every and state.epoch % config.snapshot_every == 0):
                 save(f"epoch_{state.epoch}.pt")
     except KeyboardInterrupt:
         bar.close()
-        say(f"interrupted at epoch {state.epoch} (step {state.step}); last.pt holds the last finished epoch")
+        say(f"interrupted at epoch {state.epoch} (step {state.step}); last.pt holds the newest saved epoch")
         raise
     bar.close()
     model.eval()

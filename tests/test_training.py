@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 import re
 
 import pytest
@@ -170,7 +171,7 @@ def test_interrupted_run_resumes_to_the_same_model(digits200, tmp_path):
 
     model.train_step = step
     with pytest.raises(KeyboardInterrupt):
-        fit(model, digits200, None, _cfg(4), run, log=lambda s: None)
+        fit(model, digits200, None, _cfg(4, checkpoint_every_s=0), run, log=lambda s: None)
     assert _load(run / "last.pt")["epoch"] == 2
     assert not (run / "epoch_4.pt").exists()
 
@@ -186,3 +187,17 @@ def test_seed_changes_training(digits200, tmp_path):
     c = fit(_build("gan"), digits200, None, _cfg(1, seed=0))
     assert not torch.equal(a.generator[0].weight, b.generator[0].weight)
     _assert_same_state(a, c)
+
+
+def test_last_checkpoint_is_time_based(digits200, tmp_path):
+    """With a long checkpoint interval, last.pt is written only after the final epoch."""
+    saved = []
+    import reference_models.training as tr
+
+    orig = tr.atomic_save
+    try:
+        tr.atomic_save = lambda obj, path: (saved.append(Path(path).name), orig(obj, path))
+        fit(_build("gan", optimizer="adam"), digits200, None, _cfg(3, checkpoint_every_s=3600), tmp_path / "r", log=lambda s: None)
+    finally:
+        tr.atomic_save = orig
+    assert saved.count("last.pt") == 1 and _load(tmp_path / "r" / "last.pt")["epoch"] == 3
