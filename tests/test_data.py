@@ -231,7 +231,7 @@ def test_verify_and_describe(tiny_mnist):
     assert bad.status == "corrupt" and bad.actual == hashlib.sha256(b"bad").hexdigest()
     assert bad.expected == tiny_mnist["hashes"]["t10k-images-idx3-ubyte.gz"] and bad.path.parent == data / "mnist"
     allst = verify(data_dir=data)
-    assert {s.dataset for s in allst} == {"mnist", "fashion-mnist", "olivetti"}
+    assert {s.dataset for s in allst} == {"mnist", "fashion-mnist", "olivetti", "svhn", "svhn-extra"}
     rows = {r["name"]: r for r in ed.describe(data_dir=data)}
     assert set(rows) >= {"digits", "mnist", "fashion-mnist", "olivetti"}
     assert rows["digits"]["present"] and rows["digits"]["status"] == "embedded"

@@ -8,6 +8,7 @@ from typing import Callable, Optional, Sequence
 from . import digits as _digits
 from . import idx as _idx
 from . import olivetti as _olivetti
+from . import svhn as _svhn
 from .core import DataError, ImageSet, _resolve, sha256_file
 
 SPLITS = ("train", "valid", "test", "train-full")
@@ -77,6 +78,10 @@ def _olivetti_loader(spec, split, directory, source, hashes):
     return _olivetti.load_olivetti_set(split, directory, source, hashes, spec.name)
 
 
+def _svhn_loader(spec, split, directory, source, hashes):
+    return _svhn.load_svhn_set(spec.name, split, directory, hashes, with_extra=_svhn.EXTRA in source)
+
+
 _MNIST_URLS = ("https://ossci-datasets.s3.amazonaws.com/mnist/{}", "http://yann.lecun.com/exdb/mnist/{}")
 _FASHION_URLS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/{}",)
 
@@ -86,6 +91,28 @@ def _files(table, url_patterns):
 
 
 _MNIST_SPLIT_SIZES = {"train": 50000, "valid": 10000, "train-full": 60000, "test": 10000}
+
+# SVHN (format 2, cropped 32x32 digits). SHA-256 and sizes: TFDS url_checksums/svhn_cropped.txt
+# (the MD5s of torchvision's table are quoted in evalkit/data/svhn.py). Protocol, as for MNIST:
+# valid = the last 10,000 of train_32x32 (DCGAN's "10,000 examples from the non-extra set"),
+# train = the rest (63,257), train-full = all 73,257, test = test_32x32 only (26,032).
+# ``svhn-extra`` is the same with extra_32x32 (531,131) appended to train and train-full (the
+# "train (+extra)" setting MODELS.md §11 gives for the AAE / Kingma et al. SVHN runs); it shares the svhn/
+# folder, so ``evalkit data fetch svhn`` never downloads the 1.3 GB extra file.
+_SVHN_FILES = {
+    fn: FileSpec(fn, (h,), (f"http://ufldl.stanford.edu/housenumbers/{fn}",), size)
+    for fn, h, size in [
+        (_svhn.TRAIN, "435e94d69a87fde4fd4d7f3dd208dfc32cb6ae8af2240d066de1df7508d083b8", 182040794),
+        (_svhn.TEST, "cdce80dfb2a2c4c6160906d0bd7c68ec5a99d7ca4831afa54f09182025b6a75b", 64275384),
+        (_svhn.EXTRA, "a133a4beb38a00fcdda90c9489e0c04f900b660ce8a316a5e854838379a71eb3", 1329278602),
+    ]
+}
+_SVHN_COMMON = dict(
+    splits=SPLITS, shape=_svhn.IMAGE_SHAPE, classes=tuple(_svhn.CLASSES), loader=_svhn_loader, subdir="svhn",
+    source="Y. Netzer, T. Wang, A. Coates, A. Bissacco, B. Wu, A.Y. Ng, Reading Digits in Natural Images with "
+           "Unsupervised Feature Learning, NIPS Workshop 2011; http://ufldl.stanford.edu/housenumbers/",
+    licence="commonly stated (SVHN web page): non-commercial use only",
+)
 
 DATASETS: dict = {
     "digits": DatasetSpec(
@@ -145,6 +172,21 @@ DATASETS: dict = {
         source="AT&T Laboratories Cambridge ORL face database (1992-94); 64x64 version by Sam Roweis (as used by scikit-learn)",
         licence="commonly stated: free for research use with acknowledgement of AT&T Laboratories Cambridge",
         split_sizes={"train": 280, "valid": 60, "test": 60, "train-full": 340},
+    ),
+    "svhn": DatasetSpec(
+        name="svhn",
+        description="SVHN cropped house-number digits, 32x32 RGB, 10 classes; train = first 63,257 of train_32x32, "
+                    "valid = its last 10,000, test = test_32x32",
+        files=(_SVHN_FILES[_svhn.TRAIN], _SVHN_FILES[_svhn.TEST]),
+        split_sizes={"train": 63257, "valid": 10000, "train-full": 73257, "test": 26032},
+        **_SVHN_COMMON,
+    ),
+    "svhn-extra": DatasetSpec(
+        name="svhn-extra",
+        description="SVHN with extra_32x32 (531,131) added to train and train-full; valid and test as in svhn",
+        files=tuple(_SVHN_FILES.values()),
+        split_sizes={"train": 594388, "valid": 10000, "train-full": 604388, "test": 26032},
+        **_SVHN_COMMON,
     ),
 }
 
