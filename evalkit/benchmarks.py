@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from .errors import EvalkitError
 
-KNOWN_METRICS = {"parzen"}
+KNOWN_METRICS = {"parzen", "semi-supervised", "clustering"}
 
 
 def benchmarks_dir() -> Path:
@@ -33,6 +33,10 @@ class Column:
     protocol: dict
     reproduced_label: Optional[str] = None
     footnote: Optional[str] = None
+    source: Optional[str] = None  # show a field of another column's records (nothing to run)
+    field: str = "value"  # record field shown: "value" or "details.<name>"
+    higher_is_better: Optional[bool] = None  # None: the benchmark's
+    empty_note: Optional[str] = None  # footnote on the empty cells while the column has no results (e.g. how to run it)
 
 
 @dataclass
@@ -48,6 +52,10 @@ class Row:
     footnote: Optional[str] = None
     user: bool = False  # added with --model on the command line
     checkpoint: Optional[str] = None
+    pipeline: str = "model"  # how the row is evaluated (see evalkit.runner.PIPELINES)
+    pipeline_kwargs: dict = field(default_factory=dict)
+    skip_columns: list = field(default_factory=list)  # columns this row is not run on (footnoted)
+    skip_notes: dict = field(default_factory=dict)  # column id -> why
 
     def kwargs_for(self, dataset: str) -> dict:
         return {**self.model_kwargs, **self.model_by_dataset.get(dataset, {})}
@@ -67,6 +75,8 @@ class Benchmark:
     path: Optional[Path] = None
     footnotes: list = field(default_factory=list)
     default_columns: list = field(default_factory=list)
+    pm_over: str = "protocol"  # "protocol": the metric's own ± averaged over seeds; "seeds": std over seeds
+    digits: Optional[int] = None  # decimals of reproduced values (None: automatic)
 
     def column(self, cid: str) -> Column:
         for c in self.columns:
@@ -99,14 +109,24 @@ def parse(data: dict, path: Optional[Path] = None) -> Benchmark:
         Column(
             id=_need(c, "id", f"{where} [[columns]]"),
             label=c.get("label", c["id"]),
-            dataset=_need(c, "dataset", f"{where} column {c['id']}"),
+            dataset=c.get("dataset", "") if c.get("source") else _need(c, "dataset", f"{where} column {c['id']}"),
             protocol=dict(c.get("protocol", {})),
             reproduced_label=c.get("reproduced_label"),
             footnote=c.get("footnote"),
+            source=c.get("source"),
+            field=c.get("field", "value"),
+            higher_is_better=c.get("higher_is_better"),
+            empty_note=c.get("empty_note"),
         )
         for c in data.get("columns", [])
     ]
     col_ids = {c.id for c in cols}
+    for c in cols:
+        if c.source:
+            src = next((o for o in cols if o.id == c.source and not o.source), None)
+            if src is None:
+                raise EvalkitError(f"{where} column {c.id}: source {c.source!r} is not a measured column; columns: {sorted(col_ids)}")
+            c.dataset = c.dataset or src.dataset
     rows = []
     for r in data.get("rows", []):
         rid = _need(r, "id", f"{where} [[rows]]")
@@ -125,6 +145,10 @@ def parse(data: dict, path: Optional[Path] = None) -> Benchmark:
                 published={k: (list(v) if isinstance(v, (list, tuple)) else [v]) for k, v in pub.items()},
                 published_notes=dict(r.get("published_notes", {})),
                 footnote=r.get("footnote"),
+                pipeline=r.get("pipeline", "model"),
+                pipeline_kwargs=dict(r.get("pipeline_kwargs", {})),
+                skip_columns=list(r.get("skip_columns", {})),
+                skip_notes=dict(r.get("skip_columns", {})),
             )
         )
     if not cols:
@@ -142,6 +166,8 @@ def parse(data: dict, path: Optional[Path] = None) -> Benchmark:
         path=path,
         footnotes=list(data.get("footnotes", [])),
         default_columns=list(data.get("default_columns", [c.id for c in cols])),
+        pm_over=data.get("pm_over", "protocol"),
+        digits=data.get("digits"),
     )
 
 

@@ -43,11 +43,17 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def run_dir(cache_dir: Path, *, model: str, model_kwargs: dict, dataset: str, split: str, batch_size: int, seed: int) -> Path:
+def run_dir(
+    cache_dir: Path, *, model: str, model_kwargs: dict, dataset: str, split: str, batch_size: int, seed: int, labels: Optional[str] = None
+) -> Path:
     """Directory of one training run. The number of epochs is *not* part of the key: the
     training loop's schedules depend only on the epoch, so a longer run's snapshot at
-    epoch E is the E-epoch model (see ``reference_models.training``)."""
+    epoch E is the E-epoch model (see ``reference_models.training``). ``labels`` names the
+    labels the model saw (``"none"``, ``"all"`` or a labelled subset's size and fingerprint);
+    None keeps the key of models whose training ignores labels."""
     key = {"model": model, "model_kwargs": model_kwargs, "dataset": dataset, "split": split, "batch_size": batch_size}
+    if labels is not None:
+        key["labels"] = labels
     return Path(cache_dir) / "runs" / f"{model}-{dataset}-{config_hash(key)}" / f"seed{seed}"
 
 

@@ -71,6 +71,7 @@ def _common_run_options(f):
         click.option("--reports-dir", type=click.Path(file_okay=False), default="reports", show_default=True, help="Where reports are written."),
         click.option("--redo", is_flag=True, help="Re-run cells already in the store (new records are appended; nothing is deleted)."),
         click.option("--no-progress", is_flag=True, help="No progress bars."),
+        click.option("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -84,9 +85,10 @@ def _common_run_options(f):
 @click.option("--model", "user_model", default=None, help="Add your own model as an extra row (model spec: name, pkg.mod:factory or file.pt).")
 @click.option("--checkpoint", default=None, help="Weights for --model.")
 @click.option("--label", default=None, help="Row label for --model in the report.")
+@click.option("--no-report", is_flag=True, help="Record results only; build the report later with `evalkit report`.")
 @_common_run_options
 @_friendly_errors
-def run(benchmark, rows, columns, user_model, checkpoint, label, seeds, seed, epochs, device, data_dir, cache_dir, results_dir, reports_dir, redo, no_progress):
+def run(benchmark, rows, columns, user_model, checkpoint, label, no_report, seeds, seed, epochs, device, data_dir, cache_dir, results_dir, reports_dir, redo, no_progress, threads):
     """Run BENCHMARK (default: the offline demo), record results, and write its report."""
     from .benchmarks import Row, load_benchmark
     from .report import write_report
@@ -100,7 +102,7 @@ def run(benchmark, rows, columns, user_model, checkpoint, label, seeds, seed, ep
     if user_model:
         rid = "user:" + (label or Path(user_model).stem if user_model.endswith(".pt") else user_model)
         bench.rows.append(Row(rid, label or user_model, user_model, {}, {}, {}, {}, {}, user=True, checkpoint=checkpoint))
-        rows = (_csv(rows) or [r.id for r in bench.rows if r.model and not r.user]) + [rid]
+        rows = (_csv(rows) or [r.id for r in bench.rows if (r.model or r.pipeline != "model") and not r.user]) + [rid]
     else:
         rows = _csv(rows)
     if benchmark is None:
@@ -115,7 +117,13 @@ def run(benchmark, rows, columns, user_model, checkpoint, label, seeds, seed, ep
         redo=redo,
         progress=not no_progress,
     )
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     run_benchmark(bench, rows, _csv(columns), opts, log=click.echo)
+    if no_report:
+        return
     written = write_report(bench, ResultStore(results_dir), Path(reports_dir))
     click.echo("")
     click.echo(written["md"].read_text().split("\n**Notes**")[0].rstrip())
@@ -169,7 +177,7 @@ def eval_group():
 def eval_parzen(spec, checkpoint, dataset, n_samples, valid_limit, sigma, seed, device, data_dir, as_json):
     """Gaussian Parzen log-likelihood of a user model (GAN paper protocol)."""
     from .checkpoints import load_model
-    from .runner import evaluate_parzen
+    from .evaluation import evaluate_parzen
     from reference_models.training import pick_device
 
     loaded = load_model(spec, checkpoint, pick_device(device))
@@ -177,8 +185,7 @@ def eval_parzen(spec, checkpoint, dataset, n_samples, valid_limit, sigma, seed, 
     if sigma is not None:
         protocol["sigma_grid"] = [float(__import__("math").log10(sigma))] * 2 + [1]
     m = evaluate_parzen(loaded.model, dataset=dataset, protocol=protocol, seed=seed, data_dir=data_dir, device=device, who=f"model {spec}")
-    m.pop("sample_preview")
-    m.pop("_per_point")
+    m = {k: v for k, v in m.items() if not k.startswith("_")}
     out = {"model": spec, "checkpoint": checkpoint, "checkpoint_sha256": loaded.checkpoint_sha256, **m}
     if as_json:
         click.echo(json.dumps(out, indent=2, default=float))
@@ -188,6 +195,72 @@ def eval_parzen(spec, checkpoint, dataset, n_samples, valid_limit, sigma, seed, 
             f"Parzen log-likelihood on {dataset} test ({d['n_test']} images), {d['n_samples']} samples: "
             f"{m['value']:.2f} ± {m['pm']:.2f} nats (sigma {d['sigma']:.4f} chosen on {d['n_valid']} validation images)"
         )
+
+
+def _print_or_json(out: dict, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(out, indent=2, default=float) if as_json else text)
+
+
+@eval_group.command(name="semi-supervised")
+@click.option("--model", "spec", required=True, help="Model spec offering predict_logits(x) -> [N, K]: reference name, pkg.mod:factory, or a .pt file.")
+@click.option("--checkpoint", default=None, help="Weights (state dict or evalkit checkpoint).")
+@click.option("--labels", "n_labels", type=int, required=True, help="Number of labels the model was trained with (0: all); recorded with the result.")
+@click.option("--label-seed", type=int, default=0, show_default=True, help="Seed of the labelled subset the model was trained with (see `evalkit data subset`).")
+@click.option("--dataset", default="mnist", show_default=True)
+@click.option("--device", default=None)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_friendly_errors
+def eval_semi(spec, checkpoint, n_labels, label_seed, dataset, device, data_dir, as_json):
+    """Test error of a user classifier trained with N labels (AAE paper Table 2 protocol).
+
+    The protocol's labelled subset is class-balanced and drawn from the training split
+    by a seeded permutation: export its indices with `evalkit data subset` and train on
+    those labels only; the test split is never used for training or model selection.
+    """
+    from .checkpoints import load_model
+    from .data import labelled_subset, load, subset_fingerprint
+    from .evaluation import evaluate_classifier
+    from reference_models.training import pick_device
+
+    loaded = load_model(spec, checkpoint, pick_device(device))
+    keep = labelled_subset(load(dataset, "train", data_dir=data_dir).labels, n_labels, label_seed)
+    m = evaluate_classifier(loaded.model, dataset=dataset, protocol={"test_split": "test"}, data_dir=data_dir, device=device, who=f"model {spec}")
+    m["details"].update(n_labels=int(keep.size), labelled_subset=subset_fingerprint(keep), label_seed=label_seed)
+    out = {"model": spec, "checkpoint": checkpoint, "checkpoint_sha256": loaded.checkpoint_sha256, **m}
+    d = m["details"]
+    _print_or_json(
+        out, as_json,
+        f"test error on {dataset} ({d['n_errors']} errors): {m['value']:.2f}% (accuracy {d['accuracy']:.4f}; "
+        f"mean per-class accuracy {d['mean_class_accuracy']:.4f}); protocol subset {d['labelled_subset']} of {d['n_labels']} labels, seed {label_seed}",
+    )
+
+
+@eval_group.command(name="clustering")
+@click.option("--model", "spec", required=True, help="Model spec offering cluster_probs(x) -> [N, K] (softmax q(y|x)).")
+@click.option("--checkpoint", default=None, help="Weights (state dict or evalkit checkpoint).")
+@click.option("--dataset", default="mnist", show_default=True)
+@click.option("--reference", type=click.Choice(["validation", "train"]), default="validation", show_default=True,
+              help="Set whose most confident example labels each cluster (the paper: a held-out validation set).")
+@click.option("--device", default=None)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_friendly_errors
+def eval_clustering(spec, checkpoint, dataset, reference, device, data_dir, as_json):
+    """Unsupervised cluster-assignment error of a user clusterer (AAE paper Table 3 protocol)."""
+    from .checkpoints import load_model
+    from .evaluation import evaluate_clusterer
+    from reference_models.training import pick_device
+
+    loaded = load_model(spec, checkpoint, pick_device(device))
+    m = evaluate_clusterer(loaded.model, dataset=dataset, protocol={"reference": reference}, data_dir=data_dir, device=device, who=f"model {spec}")
+    out = {"model": spec, "checkpoint": checkpoint, "checkpoint_sha256": loaded.checkpoint_sha256, **m}
+    d = m["details"]
+    _print_or_json(
+        out, as_json,
+        f"cluster-assignment error on {dataset} test: {m['value']:.2f}% ({d['n_clusters']} clusters, {d['n_clusters_used']} used; "
+        f"labels from the {reference} set); beside it: Hungarian accuracy {d['hungarian_accuracy_pct']:.2f}%, NMI {d['nmi']:.4f}",
+    )
 
 
 @main.command(name="list")
@@ -204,7 +277,7 @@ def list_cmd(data_dir):
     click.secho("Benchmarks", bold=True)
     for name in available():
         b = load_benchmark(name)
-        runnable = [r.id for r in b.rows if r.model]
+        runnable = [r.id for r in b.rows if r.model or r.pipeline != "model"]
         click.echo(f"  {name:<16} {b.title}\n  {'':<16} columns: {', '.join(c.id for c in b.columns)}; rows with a reference model: {', '.join(runnable) or 'none'}")
     click.secho("Reference models", bold=True)
     for m in reference_models.describe():
@@ -233,6 +306,28 @@ def fetch(name, data_dir, force):
     paths = do_fetch(name, data_dir=data_dir, force=force)
     for p in paths:
         click.echo(f"ok  {p}")
+
+
+@data.command()
+@click.argument("name")
+@click.option("--labels", "n_labels", type=int, required=True, help="Size of the labelled subset (a multiple of the number of classes; 0: all).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the indices here (.npy or .txt); default: print them.")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@_friendly_errors
+def subset(name, n_labels, seed, out, data_dir):
+    """Indices (into the training split) of the protocol's class-balanced labelled subset,
+    so your own model trains on exactly the labels evalkit's reference models see."""
+    import numpy as np
+
+    from .data import labelled_subset, load, subset_fingerprint
+
+    keep = labelled_subset(load(name, "train", data_dir=data_dir).labels, n_labels, seed)
+    if out:
+        np.save(out, keep) if out.endswith(".npy") else np.savetxt(out, keep, fmt="%d")
+        click.echo(f"wrote {keep.size} indices to {out} (subset {subset_fingerprint(keep)})")
+    else:
+        click.echo(" ".join(map(str, keep.tolist())))
 
 
 @data.command()

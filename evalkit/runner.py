@@ -2,13 +2,16 @@
 
 For a reference-model row, ``evalkit run`` trains the model (or reuses a cached run's
 checkpoint at the requested epoch, resuming an interrupted run), evaluates it under the
-column's protocol, and appends one record per (row, column, seed) to the result store.
-Cells already in the store are skipped unless ``redo`` is set, so an interrupted
-``evalkit run`` resumes where it stopped.
+column's protocol (:mod:`evalkit.evaluation`), and appends one record per (row, column,
+seed) to the result store. Cells already in the store are skipped unless ``redo`` is set,
+so an interrupted ``evalkit run`` resumes where it stopped.
+
+Semi-supervised cells train on the training split with every label outside the cell's
+class-balanced labelled subset replaced by -1 (the subset is drawn with the cell's seed);
+clustering cells train with no labels at all.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +25,25 @@ from reference_models.training import TrainConfig, fit, latest_resumable, pick_d
 
 from . import data as ekdata
 from .benchmarks import Benchmark, Column, Row
-from .checkpoints import LoadedModel, default_cache_dir, file_sha256, load_evalkit_checkpoint, load_model, run_dir
+from .checkpoints import LoadedModel, default_cache_dir, load_evalkit_checkpoint, load_model, run_dir
 from .errors import EvalkitError
+from .evaluation import (  # noqa: F401  (draw_samples/check_samples re-exported for callers of the runner)
+    KMeansClusterer,
+    batched,
+    check_samples,
+    draw_samples,
+    evaluate_classifier,
+    evaluate_clusterer,
+    evaluate_parzen,
+    svm_on_codes,
+)
 from .results import ResultStore, cell_key
-from .capabilities import missing_capability
+
+PIPELINES = {
+    "parzen": ("model",),
+    "semi-supervised": ("model", "svm-on-codes"),
+    "clustering": ("model", "kmeans-on-pixels", "kmeans-on-codes"),
+}
 
 
 @dataclass
@@ -44,6 +62,8 @@ def train_or_reuse(
     seed: int,
     epochs: int,
     *,
+    labels: Optional[np.ndarray] = None,
+    label_key: Optional[str] = None,
     cache_dir: Optional[Path] = None,
     data_dir: Optional[str] = None,
     device: Optional[str] = None,
@@ -53,15 +73,20 @@ def train_or_reuse(
 ) -> Trained:
     """The model of ``row`` trained on ``dataset``/``split`` for ``epochs`` epochs with ``seed``.
 
-    Reuses ``epoch_<epochs>.pt`` from the run's cache directory when present; otherwise
-    resumes from the furthest earlier checkpoint (or starts) and trains to ``epochs``.
+    ``labels`` (int64, -1 = unlabelled) replaces the split's labels; ``label_key`` names
+    them in the cache key. Reuses ``epoch_<epochs>.pt`` from the run's cache directory when
+    present; otherwise resumes from the furthest earlier checkpoint (or starts) and trains
+    to ``epochs``.
     """
     if not row.model:
         raise EvalkitError(f"row {row.id!r} has no reference model to train")
     train_set = ekdata.load(dataset, split, data_dir=data_dir)
     kwargs = {"image_shape": list(train_set.image_shape), **row.kwargs_for(dataset)}
     batch_size = int(row.train.get("batch_size", 100))
-    rdir = run_dir(cache_dir or default_cache_dir(), model=row.model, model_kwargs=kwargs, dataset=dataset, split=split, batch_size=batch_size, seed=seed)
+    rdir = run_dir(
+        cache_dir or default_cache_dir(), model=row.model, model_kwargs=kwargs, dataset=dataset, split=split,
+        batch_size=batch_size, seed=seed, labels=label_key,
+    )
     target = rdir / f"epoch_{epochs}.pt"
     if not target.exists():
         last = rdir / "last.pt"
@@ -77,126 +102,24 @@ def train_or_reuse(
         return Trained(loaded, target, epochs, False, float(loaded.info["provenance"].get("wall_time_s", 0.0)))
     # The initial weights depend on the seed alone, not on what ran earlier in this process.
     seed_everything(seed)
-    model = reference_models.build(row.model, **kwargs)
-    cfg = TrainConfig(
-        epochs=epochs,
-        batch_size=batch_size,
-        seed=seed,
-        device=device,
-        snapshot_every=snapshot_every,
-        progress=progress,
-    )
+    try:
+        model = reference_models.build(row.model, **kwargs)
+    except TypeError as e:
+        raise EvalkitError(f"row {row.id!r}: model {row.model!r} rejected its arguments {sorted(kwargs)}: {e}") from e
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=device, snapshot_every=snapshot_every, progress=progress)
     log(f"[{row.id}/{dataset}/seed {seed}] training {row.model} for {epochs} epochs -> {rdir}")
+    y = np.asarray(train_set.labels) if labels is None else labels
     t0 = time.perf_counter()
     fit(
         model,
         train_set.tensor(),
-        torch.as_tensor(np.array(train_set.labels)),
+        torch.as_tensor(np.array(y, dtype=np.int64)),
         cfg,
         rdir,
-        extra={"dataset": {"name": dataset, "split": split, "fingerprint": train_set.fingerprint}},
+        extra={"dataset": {"name": dataset, "split": split, "fingerprint": train_set.fingerprint, "labels": label_key}},
     )
     loaded = load_evalkit_checkpoint(target, pick_device(device))
     return Trained(loaded, target, epochs, True, time.perf_counter() - t0)
-
-
-# --------------------------------------------------------------------------------------
-# evaluation
-# --------------------------------------------------------------------------------------
-def draw_samples(model, n: int, *, seed: int, device: torch.device, batch: int = 10000, progress: bool = False) -> torch.Tensor:
-    """``n`` samples from a :class:`~evalkit.capabilities.Sampler`, on CPU, in batches,
-    with a seeded generator on the model's device. Checked: shape, finiteness, range."""
-    msg = missing_capability(model, "sample")
-    if msg:
-        raise EvalkitError(msg)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    # A TorchScript method reports an unknown keyword as a RuntimeError, not a TypeError: ask its schema.
-    schema = getattr(getattr(model, "sample", None), "schema", None)
-    takes_generator = schema is None or any(a.name == "generator" for a in schema.arguments)
-    out = []
-    from tqdm.auto import tqdm
-
-    done = 0
-    with torch.no_grad(), tqdm(total=n, disable=not progress, desc="sampling", unit="img", leave=False) as bar:
-        while done < n:
-            k = min(batch, n - done)
-            if not takes_generator:
-                s = model.sample(k)
-            else:
-                try:
-                    s = model.sample(k, generator=gen)
-                except TypeError:  # a user model without the generator keyword
-                    s = model.sample(k)
-            if not isinstance(s, torch.Tensor):
-                s = torch.as_tensor(np.asarray(s))
-            out.append(s.detach().float().cpu())
-            done += k
-            bar.update(k)
-    return torch.cat(out)
-
-
-def check_samples(samples: torch.Tensor, image_shape: Sequence[int], who: str) -> None:
-    """Clear errors for samples a metric cannot use."""
-    want = tuple(image_shape)
-    if samples.ndim != 4 or tuple(samples.shape[1:]) != want:
-        raise EvalkitError(
-            f"{who}: sample() returned shape {tuple(samples.shape)}, expected [n, {', '.join(map(str, want))}] "
-            "(images as [N, C, H, W] for this data set)"
-        )
-    bad = ~torch.isfinite(samples)
-    if bad.any():
-        raise EvalkitError(f"{who}: {int(bad.sum())} sample values are NaN or infinite; the model diverged or its output layer is unbounded")
-    lo, hi = float(samples.min()), float(samples.max())
-    if lo < 0 or hi > 1:
-        raise EvalkitError(
-            f"{who}: samples range over [{lo:.4g}, {hi:.4g}], outside [0, 1]. evalkit metrics take images in [0, 1]: "
-            "map tanh outputs with (x + 1) / 2, or clamp if the overshoot is numerical."
-        )
-
-
-def _uint8(x: torch.Tensor) -> np.ndarray:
-    return (x.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-
-
-def evaluate_parzen(
-    model,
-    *,
-    dataset: str,
-    protocol: dict,
-    seed: int,
-    data_dir: Optional[str] = None,
-    device: Optional[str] = None,
-    progress: bool = True,
-    who: str = "model",
-) -> dict:
-    """Parzen protocol of MODELS.md §1 on one model: returns the record's measurement fields."""
-    from .metrics import parzen_log_likelihood
-
-    dev = pick_device(device)
-    test = ekdata.load(dataset, protocol.get("test_split", "test"), data_dir=data_dir)
-    valid = ekdata.load(dataset, protocol.get("valid_split", "valid"), data_dir=data_dir)
-    limit = int(protocol.get("valid_limit", 0) or 0)
-    if limit:
-        valid = valid.subset(slice(0, limit))
-    n = int(protocol.get("n_samples", 10000))
-    t0 = time.perf_counter()
-    samples = draw_samples(model, n, seed=int(protocol.get("sample_seed", 0)) + seed, device=dev, progress=progress)
-    t_sample = time.perf_counter() - t0
-    check_samples(samples, test.image_shape, who)
-    start, stop, num = protocol.get("sigma_grid", [-1.0, 0.0, 10])
-    sigmas = np.logspace(start, stop, int(num))
-    res = parzen_log_likelihood(samples, test.tensor(), validation=valid.tensor(), sigmas=sigmas, device=device, progress=progress)
-    d = res.to_dict()
-    per_point = d.pop("per_point", None)
-    return {
-        "value": float(res.mean),
-        "pm": float(res.stderr),
-        "details": {**d, "sigma": float(res.sigma), "n_valid": len(valid), "n_test": len(test)},
-        "data": {"dataset": dataset, "test": test.fingerprint, "valid": valid.fingerprint},
-        "timings": {"sample_s": t_sample, "parzen_s": float(res.seconds)},
-        "sample_preview": _uint8(samples[:100]),
-        "_per_point": per_point,
-    }
 
 
 @dataclass
@@ -224,7 +147,28 @@ def cell_config(bench: Benchmark, row: Row, column: Column, epochs: Optional[int
         "batch_size": row.train.get("batch_size"),
         "checkpoint": row.checkpoint,
     }
+    if row.pipeline != "model":  # absent for the default, so earlier keys stay valid
+        cfg["pipeline"] = {"name": row.pipeline, **row.pipeline_kwargs}
     return {"hash": config_hash(cfg), **cfg}
+
+
+def _select_rows(bench: Benchmark, rows: Optional[Sequence[str]]) -> list[Row]:
+    runnable = [r for r in bench.rows if r.model or r.user or r.pipeline != "model"]
+    if rows:
+        unknown = [r for r in rows if r not in {x.id for x in bench.rows}]
+        if unknown:
+            raise EvalkitError(f"unknown row(s) {unknown} in benchmark {bench.name!r}; runnable rows: {', '.join(r.id for r in runnable)}")
+        runnable = [r for r in runnable if r.id in rows or r.user]
+        not_runnable = [r for r in rows if r not in {x.id for x in runnable}]
+        if not_runnable:
+            raise EvalkitError(f"row(s) {not_runnable} of {bench.name!r} are published-only (no reference model yet)")
+    for r in runnable:
+        if r.pipeline not in PIPELINES.get(bench.metric, ("model",)):
+            raise EvalkitError(
+                f"row {r.id!r}: pipeline {r.pipeline!r} does not apply to metric {bench.metric!r}; "
+                f"choose one of {', '.join(PIPELINES[bench.metric])}"
+            )
+    return runnable
 
 
 def run_benchmark(
@@ -235,26 +179,24 @@ def run_benchmark(
     log: Callable[[str], None] = print,
 ) -> list[dict]:
     """Run every requested (row, column, seed) cell not yet in the store; return the new records."""
-    if bench.metric != "parzen":
+    if bench.metric not in PIPELINES:
         raise EvalkitError(f"benchmark {bench.name!r}: metric {bench.metric!r} has no runner yet")
     store = ResultStore(opts.results_dir)
-    runnable = [r for r in bench.rows if r.model or r.user]
-    if rows:
-        unknown = [r for r in rows if r not in {x.id for x in bench.rows}]
-        if unknown:
-            raise EvalkitError(f"unknown row(s) {unknown} in benchmark {bench.name!r}; rows with a reference model: {', '.join(r.id for r in runnable)}")
-        runnable = [r for r in runnable if r.id in rows or r.user]
-        not_runnable = [r for r in rows if r not in {x.id for x in runnable}]
-        if not_runnable:
-            raise EvalkitError(f"row(s) {not_runnable} of {bench.name!r} are published-only (no reference model yet)")
+    runnable = _select_rows(bench, rows)
     cols = [bench.column(c) for c in columns] if columns else [bench.column(c) for c in bench.default_columns]
+    derived = [c.id for c in cols if c.source]
+    cols = [c for c in cols if not c.source]  # derived columns show fields of another column's records
+    if derived:
+        log(f"columns {derived} are read from other columns' records; nothing to run for them")
     done_keys = set(store.latest(bench.name)) if not opts.redo else set()
     new = []
     for column in cols:
         protocol = bench.protocol_for(column)
         for row in runnable:
+            if column.id in row.skip_columns:
+                continue
             for seed in opts.seeds:
-                epochs = None if row.user else int(opts.epochs or row.train.get("epochs", 10))
+                epochs = None if (row.user or not row.model) else int(opts.epochs or row.train.get("epochs", 10))
                 cfg = cell_config(bench, row, column, epochs)
                 key = cell_key(bench.name, row.id, column.id, seed, cfg["hash"])
                 if key in done_keys:
@@ -263,36 +205,72 @@ def run_benchmark(
                 rec = run_cell(bench, row, column, seed, epochs, protocol, cfg, key, opts, log)
                 store.append(rec)
                 new.append(rec)
-                log(f"[{row.id}/{column.id}/seed {seed}] {rec['value']:.2f} ± {rec['pm']:.2f} (sigma {rec['details']['sigma']:.4f})")
+                pm = f" ± {rec['pm']:.2f}" if rec.get("pm") is not None else ""
+                log(f"[{row.id}/{column.id}/seed {seed}] {bench.metric}: {rec['value']:.4g}{pm}")
     return new
+
+
+def _labels_for(bench: Benchmark, row: Row, protocol: dict, train: "ekdata.ImageSet", seed: int):
+    """(labels for training, cache key of those labels, labelled subset indices or None)."""
+    y = np.asarray(train.labels)
+    if bench.metric == "parzen":
+        return None, None, None
+    if bench.metric == "clustering" or row.pipeline == "svm-on-codes":
+        return np.full_like(y, -1, dtype=np.int64), "none", None
+    n = int(protocol.get("n_labels", 0) or 0)
+    keep = ekdata.labelled_subset(y, n, seed=int(protocol.get("label_seed", 0)) + seed)
+    if keep.size == y.size:
+        return y.astype(np.int64), "all", keep
+    return ekdata.masked_labels(y, keep), f"{keep.size}:{ekdata.subset_fingerprint(keep)}", keep
 
 
 def run_cell(bench, row, column, seed, epochs, protocol, cfg, key, opts: RunOptions, log) -> dict:
     t0 = time.perf_counter()
+    dev = pick_device(opts.device)
+    split = protocol.get("train_split", "train")
+    train = ekdata.load(column.dataset, split, data_dir=opts.data_dir)
+    labels, label_key, keep = _labels_for(bench, row, protocol, train, seed)
+    if bench.metric == "semi-supervised" and keep is None:
+        n = int(protocol.get("n_labels", 0) or 0)
+        keep = ekdata.labelled_subset(np.asarray(train.labels), n, seed=int(protocol.get("label_seed", 0)) + seed)
+    model, loaded, trained_info = None, None, {"epochs": None, "trained_now": False, "train_s": None}
     if row.user:
-        loaded = load_model(row.model, row.checkpoint, pick_device(opts.device))
-        trained_info = {"epochs": None, "trained_now": False, "train_s": None}
-        who = f"user model {row.model}"
-    else:
+        loaded = load_model(row.model, row.checkpoint, dev)
+        model, who = loaded.model, f"user model {row.model}"
+    elif row.model:
         tr = train_or_reuse(
-            row, column.dataset, protocol.get("train_split", "train"), seed, epochs,
+            row, column.dataset, split, seed, epochs, labels=labels, label_key=label_key,
             cache_dir=opts.cache_dir, data_dir=opts.data_dir, device=opts.device, progress=opts.progress, log=log,
         )
-        loaded = tr.loaded
-        trained_info = {"epochs": tr.epochs, "trained_now": tr.trained_now, "train_s": tr.train_seconds}
+        loaded, model = tr.loaded, tr.loaded.model
+        trained_info = {"epochs": tr.epochs, "trained_now": tr.trained_now, "train_s": tr.train_seconds, "labels": label_key}
         who = f"reference model {row.model}"
-    m = evaluate_parzen(
-        loaded.model, dataset=column.dataset, protocol=protocol, seed=seed,
-        data_dir=opts.data_dir, device=opts.device, progress=opts.progress, who=who,
-    )
-    preview = m.pop("sample_preview")
-    per_point = m.pop("_per_point")
-    sdir = Path(opts.results_dir) / bench.name
-    sdir.mkdir(parents=True, exist_ok=True)
-    preview_path = sdir / f"samples-{row.id}-{column.id}-seed{seed}-{cfg['hash']}.npy"
-    np.save(preview_path, preview)
-    dev = pick_device(opts.device)
-    return {
+    else:
+        who = f"pipeline {row.pipeline}"
+    common = dict(dataset=column.dataset, protocol=protocol, data_dir=opts.data_dir, device=opts.device, who=who)
+    if bench.metric == "parzen":
+        m = evaluate_parzen(model, seed=seed, progress=opts.progress, **common)
+    elif bench.metric == "semi-supervised":
+        if row.pipeline == "svm-on-codes":
+            m = svm_on_codes(model, labelled=keep, svm=row.pipeline_kwargs.get("svm"), **common)
+        else:
+            m = evaluate_classifier(model, **common)
+        m["details"].update(n_labels=int(keep.size), labelled_subset=ekdata.subset_fingerprint(keep), label_seed=int(protocol.get("label_seed", 0)) + seed)
+    else:  # clustering
+        if row.pipeline == "model":
+            m = evaluate_clusterer(model, **common)
+        else:
+            k = int(row.pipeline_kwargs.get("n_clusters", 16))
+            feats = None
+            if row.pipeline == "kmeans-on-codes":
+                enc = model.encode
+                feats = lambda x: batched(enc, x, dev)  # noqa: E731
+            t1 = time.perf_counter()
+            km = KMeansClusterer(k, seed, feats).fit(train.tensor())
+            m = evaluate_clusterer(km, **common)
+            m["timings"]["kmeans_fit_s"] = time.perf_counter() - t1
+    previews = save_previews(bench, row, column, seed, cfg, m, model, opts)
+    rec = {
         "benchmark": bench.name,
         "key": key,
         "row": row.id,
@@ -301,15 +279,48 @@ def run_cell(bench, row, column, seed, epochs, protocol, cfg, key, opts: RunOpti
         "seed": seed,
         "config": cfg["hash"],
         "run_config": cfg,
-        **m,
+        **{k: v for k, v in m.items() if not k.startswith("_")},
         "train": trained_info,
         "checkpoint": {
-            "path": loaded.checkpoint,
-            "sha256": loaded.checkpoint_sha256,
-            "provenance": (loaded.info or {}).get("provenance"),
-            "history_tail": None,
+            "path": loaded.checkpoint if loaded else None,
+            "sha256": loaded.checkpoint_sha256 if loaded else None,
+            "provenance": ((loaded.info or {}).get("provenance")) if loaded else None,
         },
-        "samples_preview": str(preview_path),
-        "timings": {**m["timings"], "cell_s": time.perf_counter() - t0},
+        **previews,
+        "timings": {**m.get("timings", {}), "cell_s": time.perf_counter() - t0},
         "provenance": provenance(dev, seed),
     }
+    return rec
+
+
+def save_previews(bench, row, column, seed, cfg, m: dict, model, opts: RunOptions) -> dict:
+    """Small arrays the report draws figures from, saved beside the result store:
+    samples (``sample``), a 2-D embedding of test points (``embed``) and a style grid
+    (``style_grid``), whichever the model offers. Returns the record fields naming them."""
+    sdir = Path(opts.results_dir) / bench.name
+    stem = f"{row.id}-{column.id}-seed{seed}-{cfg['hash']}"
+    out = {}
+    samples = m.get("_samples")
+    gen = torch.Generator().manual_seed(1234 + seed)
+    with torch.no_grad():
+        if samples is None and model is not None and callable(getattr(model, "sample", None)) and bench.metric != "parzen":
+            try:
+                samples = (model.sample(100, generator=gen).clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+            except Exception:  # previews are a convenience; never fail a measured cell for them
+                samples = None
+        if samples is not None:
+            sdir.mkdir(parents=True, exist_ok=True)
+            np.save(sdir / f"samples-{stem}.npy", samples)
+            out["samples_preview"] = str(sdir / f"samples-{stem}.npy")
+        if model is not None and callable(getattr(model, "embed", None)):
+            test = ekdata.load(column.dataset, "test", data_dir=opts.data_dir)
+            pts = batched(model.embed, test.tensor()[:5000], pick_device(opts.device)).numpy()
+            sdir.mkdir(parents=True, exist_ok=True)
+            np.savez(sdir / f"embed-{stem}.npz", points=pts, labels=np.asarray(test.labels)[:5000])
+            out["embedding_preview"] = str(sdir / f"embed-{stem}.npz")
+        if model is not None and callable(getattr(model, "style_grid", None)):
+            grid = model.style_grid(10, generator=gen)
+            sdir.mkdir(parents=True, exist_ok=True)
+            np.save(sdir / f"style-{stem}.npy", (grid.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
+            out["style_preview"] = str(sdir / f"style-{stem}.npy")
+    return out

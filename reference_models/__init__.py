@@ -37,7 +37,11 @@ def build(name: str, **kwargs):
 def describe() -> list[dict]:
     out = []
     for name in sorted(REGISTRY):
-        cls = model_class(name)
+        try:
+            cls = model_class(name)
+        except (ImportError, AttributeError) as e:  # a broken optional module must not hide the others
+            out.append({"name": name, "class": REGISTRY[name], "description": f"unavailable: {e}", "capabilities": []})
+            continue
         caps = [m for m in ("sample", "encode", "decode", "predict_logits", "cluster_probs", "restore") if hasattr(cls, m)]
         out.append({"name": name, "class": REGISTRY[name], "description": getattr(cls, "description", ""), "capabilities": caps})
     return out

@@ -10,9 +10,11 @@ Data root: ``data_dir`` argument, else ``$EVALKIT_DATA``, else ``~/.cache/evalki
 from .core import DataError, ImageSet, clear_hash_cache, describe_data_dir, resolve_data_dir, sha256_file, to_float
 from .registry import DATASETS, SPLITS, DatasetSpec, FileSpec, FileStatus, describe, get_spec, load, names, verify
 from .fetch import fetch
+from .subsets import labelled_subset, masked_labels, subset_fingerprint
 
 __all__ = [
     "DATASETS", "SPLITS", "DataError", "DatasetSpec", "FileSpec", "FileStatus", "ImageSet",
     "clear_hash_cache", "describe", "describe_data_dir", "fetch", "get_spec", "load", "names",
     "resolve_data_dir", "sha256_file", "to_float", "verify",
+    "labelled_subset", "masked_labels", "subset_fingerprint",
 ]

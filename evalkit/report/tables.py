@@ -105,6 +105,14 @@ def build_table(bench: Benchmark, records: list[dict], *, config_filter: Optiona
 
     table_rows = []
     provenance = []
+    measured = {col for (_, col) in per_cell}
+    for text in bench.footnotes:  # the spec's table-wide notes come first
+        notes.add(text)
+    if bench.pm_over == "seeds":
+        notes.add(
+            "Reproduced values are the mean ± standard deviation over seeds (each seed draws its own labelled "
+            "subset where the protocol has one, and its own initialisation); the per-seed values are in the provenance block."
+        )
     for row in rows:
         cells = []
         for c in bench.columns:
@@ -115,23 +123,35 @@ def build_table(bench: Benchmark, records: list[dict], *, config_filter: Optiona
                 note = row.published_notes.get(c.id)
                 if note:
                     cell.published_notes.append(notes.add(f"{row.label}, {c.label} (published): {note}"))
-            recs = per_cell.get((row.id, c.id), {})
+            recs = per_cell.get((row.id, c.source or c.id), {})
+            vals = [record_field(recs[s], c.field) for s in sorted(recs)]
+            if recs and any(v is None for v in vals):
+                recs, vals = {}, []
+            if not recs and c.empty_note and (c.source or c.id) not in measured and (row.model or row.pipeline != "model"):
+                cell.notes.append(notes.add(f"{c.reproduced_label or c.label}: not run. {c.empty_note}"))
+            if not recs and c.id in row.skip_notes and row.skip_notes[c.id]:
+                cell.notes.append(notes.add(f"{row.label}, {c.reproduced_label or c.label}: not run. {row.skip_notes[c.id]}"))
             if recs:
-                vals = [recs[s]["value"] for s in sorted(recs)]
-                pms = [recs[s].get("pm") for s in sorted(recs)]
                 mean = statistics.fmean(vals)
-                pm = statistics.fmean(p for p in pms if p is not None) if any(p is not None for p in pms) else None
+                if bench.pm_over == "seeds":
+                    pm = statistics.stdev(vals) if len(vals) > 1 else None
+                else:
+                    pms = [recs[s].get("pm") for s in sorted(recs)]
+                    pm = statistics.fmean(p for p in pms if p is not None) if any(p is not None for p in pms) else None
                 cell.value, cell.n_seeds = mean, len(vals)
-                cell.reproduced = fmt_number(mean, pm)
+                cell.reproduced = fmt_number(mean, pm, bench.digits)
                 if c.footnote:
                     cell.notes.append(notes.add(c.footnote))
                 if row.footnote:
                     cell.notes.append(notes.add(row.footnote))
-                for text in deviation_notes(bench, row, c, list(recs.values())):
-                    cell.notes.append(notes.add(text))
-                for s in sorted(recs):
-                    provenance.append(provenance_entry(row, c, recs[s]))
-                if len(vals) > 1:
+                if not c.source:  # a derived column shares its source column's notes and provenance
+                    for text in deviation_notes(bench, row, c, list(recs.values())):
+                        cell.notes.append(notes.add(text))
+                    for s in sorted(recs):
+                        provenance.append(provenance_entry(row, c, recs[s]))
+                if bench.pm_over == "seeds" and len(vals) == 1:
+                    cell.notes.append(notes.add(f"{row.label}, {c.reproduced_label or c.label}: one seed only, so no ± is given."))
+                elif bench.pm_over != "seeds" and len(vals) > 1:
                     cell.notes.append(
                         notes.add(
                             f"{row.label}, {c.reproduced_label or c.label}: mean over {len(vals)} seeds; ± is the protocol's "
@@ -141,10 +161,11 @@ def build_table(bench: Benchmark, records: list[dict], *, config_filter: Optiona
             cells.append(cell)
         table_rows.append((row.id, row.label, cells))
 
-    for ci in range(len(columns)):
+    for ci, c in enumerate(bench.columns):
+        hib = bench.higher_is_better if c.higher_is_better is None else c.higher_is_better
         vals = [(cells[ci].value, i) for i, (_, _, cells) in enumerate(table_rows) if cells[ci].value is not None]
         if vals:
-            best = max(vals) if bench.higher_is_better else min(vals)
+            best = max(vals) if hib else min(vals)
             table_rows[best[1]][2][ci].best = True
     return Table(
         title=bench.title,
@@ -156,6 +177,16 @@ def build_table(bench: Benchmark, records: list[dict], *, config_filter: Optiona
         provenance=provenance,
         higher_is_better=bench.higher_is_better,
     )
+
+
+def record_field(rec: dict, name: str):
+    """``value`` or a nested ``details.<key>`` of a record (None when absent)."""
+    cur = rec
+    for part in name.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return cur
 
 
 def deviation_notes(bench: Benchmark, row, column, recs: list[dict]) -> list[str]:
@@ -170,10 +201,13 @@ def deviation_notes(bench: Benchmark, row, column, recs: list[dict]) -> list[str
     epochs = sorted({r.get("train", {}).get("epochs") for r in recs if r.get("train", {}).get("epochs")})
     if epochs:
         dev = sorted({(r.get("provenance") or {}).get("device", "?") for r in recs})
-        out.append(
-            f"{row.label}, {column.reproduced_label or column.label}: trained {', '.join(map(str, epochs))} epochs "
-            f"on {', '.join(dev)}; the paper's training length is not stated, so fewer epochs than the authors used may explain a gap."
+        paper = row.train.get("paper_epochs")
+        tail = (
+            f"; the paper trained {paper}, so the shorter budget may explain a gap."
+            if paper
+            else "; the paper's training length is not stated, so fewer epochs than the authors used may explain a gap."
         )
+        out.append(f"{row.label}, {column.reproduced_label or column.label}: trained {', '.join(map(str, epochs))} epochs on {', '.join(dev)}{tail}")
     if row.user:
         out.append(f"{row.label}: a user model evaluated under the same protocol ({r0.get('run_config', {}).get('model')}).")
     details = r0.get("details", {})
@@ -206,6 +240,8 @@ def provenance_entry(row, column, rec: dict) -> dict:
         "eval_device": prov.get("device"),
         "date": prov.get("date"),
         "checkpoint_sha256": (ck.get("sha256") or "")[:12] or None,
-        "eval_s": (rec.get("timings") or {}).get("parzen_s"),
+        "eval_s": (rec.get("timings") or {}).get("parzen_s", (rec.get("timings") or {}).get("eval_s")),
+        "metric": rec.get("benchmark"),
+        "details": rec.get("details") or {},
         "config": rec.get("config"),
     }
