@@ -56,6 +56,7 @@ class Row:
     pipeline_kwargs: dict = field(default_factory=dict)
     skip_columns: list = field(default_factory=list)  # columns this row is not run on (footnoted)
     skip_notes: dict = field(default_factory=dict)  # column id -> why
+    figure_only: bool = False  # trained for the report's figures only; no table row
 
     def kwargs_for(self, dataset: str) -> dict:
         return {**self.model_kwargs, **self.model_by_dataset.get(dataset, {})}
@@ -149,6 +150,7 @@ def parse(data: dict, path: Optional[Path] = None) -> Benchmark:
                 pipeline_kwargs=dict(r.get("pipeline_kwargs", {})),
                 skip_columns=list(r.get("skip_columns", {})),
                 skip_notes=dict(r.get("skip_columns", {})),
+                figure_only=bool(r.get("figure_only", False)),
             )
         )
     if not cols:

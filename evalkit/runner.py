@@ -206,7 +206,8 @@ def run_benchmark(
                 store.append(rec)
                 new.append(rec)
                 pm = f" ± {rec['pm']:.2f}" if rec.get("pm") is not None else ""
-                log(f"[{row.id}/{column.id}/seed {seed}] {bench.metric}: {rec['value']:.4g}{pm}")
+                value = "figures saved" if rec["value"] is None else f"{rec['value']:.4g}{pm}"
+                log(f"[{row.id}/{column.id}/seed {seed}] {bench.metric}: {value}")
     return new
 
 
@@ -248,7 +249,9 @@ def run_cell(bench, row, column, seed, epochs, protocol, cfg, key, opts: RunOpti
     else:
         who = f"pipeline {row.pipeline}"
     common = dict(dataset=column.dataset, protocol=protocol, data_dir=opts.data_dir, device=opts.device, who=who)
-    if bench.metric == "parzen":
+    if row.figure_only:  # trained for the report's figures; nothing to measure
+        m = {"value": None, "pm": None, "details": {"figure_only": True}, "timings": {}}
+    elif bench.metric == "parzen":
         m = evaluate_parzen(model, seed=seed, progress=opts.progress, **common)
     elif bench.metric == "semi-supervised":
         if row.pipeline == "svm-on-codes":

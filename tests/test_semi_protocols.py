@@ -330,3 +330,51 @@ def test_evaluate_clusterer_with_a_perfect_clusterer_has_zero_error():
 
     m = evaluate_clusterer(Perfect(), dataset="digits", protocol={})
     assert m["value"] == 0.0 and m["details"]["hungarian_accuracy"] == 1.0
+
+
+FIG_TOML = SEMI_TOML.replace('''[[rows]]
+id = "nn"''', '''[[rows]]
+id = "dimred"
+label = "AAE 2-D"
+model = "aae_dimred"
+skip_columns = { dall = "" }
+[rows.train]
+epochs = 1
+batch_size = 100
+[rows.model_kwargs]
+hidden = [16]
+disc_hidden = [16]
+optimizer = "adam"
+
+[[rows]]
+id = "sup"
+label = "Supervised AAE"
+model = "aae_supervised"
+figure_only = true
+skip_columns = { d50 = "" }
+[rows.train]
+epochs = 1
+batch_size = 100
+[rows.model_kwargs]
+hidden = [16]
+disc_hidden = [16]
+z_dim = 2
+
+[[rows]]
+id = "nn"''')
+
+
+def test_report_figures_scatter_style_and_samples(tmp_path):
+    from evalkit.report import write_report
+
+    bench = _spec(tmp_path, FIG_TOML, "tinysemi")
+    opts = RunOptions(seeds=(0,), results_dir=tmp_path / "res", cache_dir=tmp_path / "cache", progress=False)
+    recs = run_benchmark(bench, rows=["dimred", "sup"], opts=opts, log=lambda s: None)
+    by = {r["row"]: r for r in recs}
+    assert by["sup"]["value"] is None and by["sup"]["column"] == "dall" and by["sup"]["style_preview"]
+    assert by["dimred"]["embedding_preview"] and 0 <= by["dimred"]["value"] <= 100
+    written = write_report(bench, ResultStore(tmp_path / "res"), tmp_path / "rep")
+    names = {p.name for p in written.values()}
+    assert {"tinysemi-embedding-dimred-d50.png", "tinysemi-style-sup.png", "tinysemi-samples-dimred.png"} <= names
+    md = written["md"].read_text()
+    assert "| Supervised AAE" not in md and "| AAE 2-D" in md and "tinysemi-style-sup.png" in md

@@ -8,35 +8,67 @@ import numpy as np
 
 from ..benchmarks import Benchmark
 from ..results import ResultStore
-from .figures import image_grid, save_sample_grid
+from .figures import image_grid, save_sample_grid, save_scatter
 from .render import to_latex, to_markdown
 from .tables import Table, build_table
 
 __all__ = ["Table", "build_table", "to_markdown", "to_latex", "write_report", "image_grid", "save_sample_grid"]
 
 
+def _caption_run(rec: dict) -> str:
+    epochs = (rec.get("train") or {}).get("epochs")
+    prov = rec.get("provenance") or {}
+    bits = [f"seed {rec['seed']}"]
+    if epochs:
+        bits.append(f"{epochs} epochs")
+    if prov.get("git_commit"):
+        bits.append(f"commit {str(prov['git_commit'])[:10]}")
+    return ", ".join(bits)
+
+
 def sample_figures(bench: Benchmark, table: Table, records: list[dict], out_dir: Path) -> list[tuple[str, str]]:
-    """One sample grid per (row, column) with reproduced results (the first seed's samples)."""
+    """Figures from the previews the runner saved beside the store, for the newest records:
+    one sample grid per row (and per column for likelihood tables, where samples are the
+    measured thing), a scatter plot per (row, column) with a 2-D embedding, and a style
+    grid per row that offers one. The first seed's previews are drawn."""
     figs = []
     seen = set()
-    wanted = {(p["row"], p["column"]) for p in table.provenance}
+    newest = {}
+    for rec in records:  # newest record per (row, column, seed), as in the table
+        newest[(rec["row"], rec["column"], rec["seed"])] = rec
     labels = {r.id: r.label for r in bench.rows}
     cols = {c.id: (c.reproduced_label or c.label) for c in bench.columns}
-    for rec in sorted(records, key=lambda r: (r["row"], r["column"], r["seed"])):
-        key = (rec["row"], rec["column"])
-        lab = (labels.get(rec["row"], rec["row"]), cols.get(rec["column"], rec["column"]))
-        if key in seen or lab not in wanted:
-            continue
+    per_column_samples = bench.metric == "parzen"
+    for rec in sorted(newest.values(), key=lambda r: (r["row"], r["column"], r["seed"])):
+        lab = (labels.get(rec["row"], rec.get("row_label", rec["row"])), cols.get(rec["column"], rec["column"]))
+        run = _caption_run(rec)
         prev = rec.get("samples_preview")
-        if not prev or not Path(prev).exists():
-            continue
-        images = np.load(prev)
-        name = f"{bench.name}-samples-{rec['row']}-{rec['column']}.png"
-        epochs = (rec.get("train") or {}).get("epochs")
-        title = f"{lab[0]} on {lab[1]}: first {len(images)} samples (seed {rec['seed']}" + (f", {epochs} epochs)" if epochs else ")")
-        save_sample_grid(images, out_dir / name, title=title)
-        figs.append((title, name))
-        seen.add(key)
+        key = ("samples", rec["row"], rec["column"] if per_column_samples else None)
+        if prev and Path(prev).exists() and key not in seen:
+            images = np.load(prev)
+            name = f"{bench.name}-samples-{rec['row']}" + (f"-{rec['column']}" if per_column_samples else "") + ".png"
+            title = f"{lab[0]} ({lab[1]}): first {len(images)} samples ({run})"
+            save_sample_grid(images, out_dir / name, title=title)
+            figs.append((title, name))
+            seen.add(key)
+        prev = rec.get("embedding_preview")
+        key = ("embed", rec["row"], rec["column"])
+        if prev and Path(prev).exists() and key not in seen:
+            z = np.load(prev)
+            name = f"{bench.name}-embedding-{rec['row']}-{rec['column']}.png"
+            title = f"{lab[0]} ({lab[1]}): 2-D codes of {len(z['labels'])} test images, coloured by true class ({run})"
+            save_scatter(z["points"], z["labels"], out_dir / name, title=title)
+            figs.append((title, name))
+            seen.add(key)
+        prev = rec.get("style_preview")
+        key = ("style", rec["row"])
+        if prev and Path(prev).exists() and key not in seen:
+            grid = np.load(prev)  # [styles, classes, C, H, W]
+            name = f"{bench.name}-style-{rec['row']}.png"
+            title = f"{lab[0]}: each row one style code z, each column a label y = 0..{grid.shape[1] - 1} ({run})"
+            save_sample_grid(grid.reshape(-1, *grid.shape[2:]), out_dir / name, title=title, ncols=grid.shape[1])
+            figs.append((title, name))
+            seen.add(key)
     return figs
 
 

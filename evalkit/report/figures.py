@@ -42,3 +42,29 @@ def save_sample_grid(images: np.ndarray, path: Path, title: str = "", ncols: int
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
+
+
+def save_scatter(points: np.ndarray, labels: np.ndarray, path: Path, title: str = "") -> Path:
+    """A 2-D scatter plot of codes coloured by class (the AAE dimensionality-reduction figure)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=100)
+    classes = np.unique(labels)
+    cmap = plt.get_cmap("tab10" if classes.size <= 10 else "tab20")
+    for i, c in enumerate(classes):
+        sel = labels == c
+        ax.scatter(points[sel, 0], points[sel, 1], s=2, color=cmap(i % cmap.N), label=str(c), alpha=0.6, linewidths=0)
+    ax.legend(markerscale=5, fontsize=7, loc="best", ncol=2, frameon=False)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -89,8 +89,8 @@ def build_table(bench: Benchmark, records: list[dict], *, config_filter: Optiona
             continue
         per_cell.setdefault((r["row"], r["column"]), {})[r["seed"]] = r
 
-    rows = [r for r in bench.rows]
-    known = {r.id for r in rows}
+    rows = [r for r in bench.rows if not r.figure_only]
+    known = {r.id for r in bench.rows}
     for (rid, _), _recs in per_cell.items():  # user rows added on the command line
         if rid not in known:
             from ..benchmarks import Row
