@@ -233,7 +233,7 @@ def test_write_report_with_sample_figure(bench, tmp_path):
     png = out["toy-samples-gan-c1.png"]
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = out["md"].read_text()
-    assert "![GAN on MNIST: first 20 samples (seed 0, 5 epochs)](toy-samples-gan-c1.png)" in md
+    assert "![GAN (MNIST): first 20 samples (seed 0, 5 epochs, commit cafecafeca)](toy-samples-gan-c1.png)" in md
     assert out["tex"].read_text().startswith("% Toy table (nats)")
     p = save_sample_grid(np.zeros((3, 1, 8, 8), np.uint8), tmp_path / "g" / "x.png", title="t")
     assert p.exists() and p.stat().st_size > 0
