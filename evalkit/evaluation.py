@@ -114,7 +114,14 @@ def svm_on_codes(
 ) -> dict:
     """M1-style evaluation: an SVM (scikit-learn ``SVC``) trained on the codes ``encode(x)`` of
     the labelled training examples ``labelled`` (indices into the training split), tested
-    on the codes of the test split. Codes are standardised with the labelled set's mean/std."""
+    on the codes of the test split.
+
+    ``svm`` holds ``SVC`` arguments (default RBF kernel, ``C=1``, ``gamma="scale"``: the
+    library's defaults) plus ``scaling``: ``"global"`` (default: centre with the labelled
+    codes' mean, divide by their one overall std, which keeps the relative scale of the
+    dimensions), ``"per-dim"`` (standardise each dimension; this inflates a VAE's inactive
+    dimensions, pure posterior noise, to unit variance) or ``"none"``.
+    """
     from sklearn.svm import SVC
 
     dev = _device_of(model, device)
@@ -125,10 +132,19 @@ def svm_on_codes(
     y_lab = np.asarray(train.labels)[labelled]
     c_lab = _call_capability(model, "encode", x_lab, dev, who).numpy().astype(np.float64)
     c_test = _call_capability(model, "encode", test.tensor(), dev, who).numpy().astype(np.float64)
-    mu, sd = c_lab.mean(0), c_lab.std(0) + 1e-8
-    params = {"kernel": "rbf", "C": 10.0, "gamma": "scale", **(svm or {})}
+    params = {"kernel": "rbf", "C": 1.0, "gamma": "scale", "scaling": "global", **(svm or {})}
+    scaling = params.pop("scaling")
+    if scaling == "global":
+        mu, sd = c_lab.mean(0), c_lab.std() + 1e-8
+    elif scaling == "per-dim":
+        mu, sd = c_lab.mean(0), c_lab.std(0) + 1e-8
+    elif scaling == "none":
+        mu, sd = 0.0, 1.0
+    else:
+        raise EvalkitError(f"svm scaling must be 'global', 'per-dim' or 'none', got {scaling!r}")
     clf = SVC(**params).fit((c_lab - mu) / sd, y_lab)
     pred = clf.predict((c_test - mu) / sd)
+    params["scaling"] = scaling
     out = classification_fields(pred, np.asarray(test.labels), protocol.get("value", "error"))
     out["details"]["svm"] = params
     out["details"]["code_dim"] = int(c_lab.shape[1])

@@ -378,3 +378,26 @@ def test_report_figures_scatter_style_and_samples(tmp_path):
     assert {"tinysemi-embedding-dimred-d50.png", "tinysemi-style-sup.png", "tinysemi-samples-dimred.png"} <= names
     md = written["md"].read_text()
     assert "| Supervised AAE" not in md and "| AAE 2-D" in md and "tinysemi-style-sup.png" in md
+
+
+def test_svm_on_codes_matches_a_direct_sklearn_fit_and_checks_scaling():
+    from sklearn.svm import SVC
+
+    from evalkit.errors import EvalkitError
+    from evalkit.evaluation import svm_on_codes
+
+    class Pixels(torch.nn.Module):
+        def encode(self, x):
+            return x.flatten(1) * 3.0
+
+    train, test = load("digits", "train"), load("digits", "test")
+    keep = labelled_subset(train.labels, 100, seed=0)
+    m = svm_on_codes(Pixels(), dataset="digits", protocol={}, labelled=keep)
+    a = train.subset(keep).tensor().flatten(1).numpy().astype(np.float64) * 3.0
+    b = test.tensor().flatten(1).numpy().astype(np.float64) * 3.0
+    mu, sd = a.mean(0), a.std() + 1e-8
+    pred = SVC(C=1.0, gamma="scale").fit((a - mu) / sd, np.asarray(train.labels)[keep]).predict((b - mu) / sd)
+    assert m["value"] == pytest.approx(100 * np.mean(pred != np.asarray(test.labels)))
+    assert m["value"] < 20 and m["details"]["svm"]["scaling"] == "global" and m["details"]["code_dim"] == 64
+    with pytest.raises(EvalkitError, match="scaling"):
+        svm_on_codes(Pixels(), dataset="digits", protocol={}, labelled=keep, svm={"scaling": "zscore"})
