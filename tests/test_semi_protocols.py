@@ -401,3 +401,10 @@ def test_svm_on_codes_matches_a_direct_sklearn_fit_and_checks_scaling():
     assert m["value"] < 20 and m["details"]["svm"]["scaling"] == "global" and m["details"]["code_dim"] == 64
     with pytest.raises(EvalkitError, match="scaling"):
         svm_on_codes(Pixels(), dataset="digits", protocol={}, labelled=keep, svm={"scaling": "zscore"})
+
+
+def test_published_strings_keep_the_papers_digits():
+    from evalkit.report.tables import fmt_published
+
+    assert fmt_published(["25.80"]) == "25.80" and fmt_published(["1.90", "0.10"]) == "1.90 ± 0.10"
+    assert fmt_published([225, 2]) == "225 ± 2" and fmt_published([0.93, 0.065]) == "0.93 ± 0.065"

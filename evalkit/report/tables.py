@@ -52,11 +52,15 @@ def fmt_number(v: float, pm: Optional[float] = None, digits: Optional[int] = Non
 
 
 def fmt_published(p: list) -> str:
-    v = p[0]
-    pm = p[1] if len(p) > 1 else None
-    s = f"{v:g}"
-    if pm is not None:
-        s += f" ± {pm:g}"
+    """A published value as the paper printed it: numbers in ``%g`` form, strings verbatim
+    (a spec writes ``"25.80"`` to keep the paper's trailing zero)."""
+
+    def one(v) -> str:
+        return v if isinstance(v, str) else f"{v:g}"
+
+    s = one(p[0])
+    if len(p) > 1 and p[1] is not None:
+        s += f" ± {one(p[1])}"
     return s
 
 
@@ -207,7 +211,7 @@ def deviation_notes(bench: Benchmark, row, column, recs: list[dict]) -> list[str
             if paper
             else "; the paper's training length is not stated, so fewer epochs than the authors used may explain a gap."
         )
-        out.append(f"{row.label}, {column.reproduced_label or column.label}: trained {', '.join(map(str, epochs))} epochs on {', '.join(dev)}{tail}")
+        out.append(f"{row.label}: trained {', '.join(map(str, epochs))} epochs on {', '.join(dev)}{tail}")
     if row.user:
         out.append(f"{row.label}: a user model evaluated under the same protocol ({r0.get('run_config', {}).get('model')}).")
     details = r0.get("details", {})
