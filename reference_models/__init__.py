@@ -18,6 +18,7 @@ REGISTRY: dict[str, str] = {
     "improved_gan": "reference_models.improved_gan:ImprovedGAN",
     "mlp_classifier": "reference_models.classifier:MLPClassifier",
     "vae": "reference_models.vae:VAE",
+    "restoration_gan": "reference_models.restoration_gan:RestorationGAN",
 }
 
 
