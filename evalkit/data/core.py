@@ -1,5 +1,8 @@
 """Core types of the data layer: ImageSet, DataError, data-dir resolution, hashing.
 
+(Variable-size image collections: :class:`evalkit.data.imagelist.ImageList`; registry
+entries: :mod:`evalkit.data.specs`.)
+
 This module (and the whole ``evalkit.data`` package) imports nothing else from evalkit.
 """
 from __future__ import annotations
@@ -132,7 +135,9 @@ class ImageSet:
 
     images: np.uint8 [N, C, H, W] (read-only); labels: np.int64 [N]; classes: class names
     (labels index into it); fingerprint: sha256 hex identifying the source files, name, split
-    and any sub-selection."""
+    and any sub-selection; meta: optional per-image metadata, name -> array [N, ...]
+    (read-only; e.g. ``subject``, ``condition``, ``file`` of the face sets), sliced along
+    with the images by :meth:`subset`."""
 
     name: str
     split: str
@@ -140,6 +145,7 @@ class ImageSet:
     labels: np.ndarray
     classes: list = field(default_factory=list)
     fingerprint: str = ""
+    meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
         images = np.asarray(self.images)
@@ -150,16 +156,25 @@ class ImageSet:
             labels = labels.astype(np.int64)
         if labels.shape != (images.shape[0],):
             raise ValueError(f"labels shape {labels.shape} does not match {images.shape[0]} images")
+        meta = {}
+        for key, value in dict(self.meta or {}).items():
+            value = np.asarray(value)
+            if value.ndim == 0 or value.shape[0] != images.shape[0]:
+                raise ValueError(f"meta[{key!r}] has shape {value.shape}; expected [{images.shape[0]}, ...] (one entry per image)")
+            meta[str(key)] = _readonly(value)
         object.__setattr__(self, "images", _readonly(images))
         object.__setattr__(self, "labels", _readonly(labels))
         object.__setattr__(self, "classes", list(self.classes))
+        object.__setattr__(self, "meta", meta)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
     def __repr__(self) -> str:
         return (f"ImageSet(name={self.name!r}, split={self.split!r}, n={len(self)}, "
-                f"shape={self.image_shape}, classes={len(self.classes)}, fingerprint={self.fingerprint[:12]}…)")
+                f"shape={self.image_shape}, classes={len(self.classes)}, "
+                + (f"meta={sorted(self.meta)}, " if self.meta else "")
+                + f"fingerprint={self.fingerprint[:12]}…)")
 
     @property
     def image_shape(self) -> tuple:
@@ -181,7 +196,8 @@ class ImageSet:
                 else:
                     raise TypeError(f"subset expects a slice, integer indices or a boolean mask, got {sel.dtype}")
         fp = make_fingerprint(self.name, self.split, [self.fingerprint], extra=_selection_repr(sel))
-        return ImageSet(self.name, self.split, self.images[sel], self.labels[sel], self.classes, fp)
+        meta = {k: v[sel] for k, v in self.meta.items()}
+        return ImageSet(self.name, self.split, self.images[sel], self.labels[sel], self.classes, fp, meta)
 
     def tensor(self, device=None):
         """torch.float32 [N, C, H, W] in [0, 1] (x / 255), optionally on ``device``.

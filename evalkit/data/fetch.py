@@ -85,7 +85,8 @@ def fetch(name: str, *, data_dir=None, force: bool = False, progress: bool = Tru
     todo = [fs for fs in spec.files if fs.urls]
     if not todo:
         raise DataError(f"Data set {name!r} has no download URL. Copy its files by hand into {d}/ "
-                        f"(data directory {root} -- {how}).")
+                        f"(data directory {root} -- {how}).\n"
+                        f"About {name!r}: {spec.description}. Source: {spec.source}. Licence: {spec.licence}.")
     try:
         d.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -1,66 +1,21 @@
 """Registry of named data sets, ``load``, ``verify`` and ``describe``."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence, Union
 
 from . import digits as _digits
+from . import faces as _faces
 from . import idx as _idx
 from . import olivetti as _olivetti
+from . import restoration as _restoration
 from . import svhn as _svhn
 from .core import DataError, ImageSet, _resolve, sha256_file
+from .imagelist import ImageList
+from .specs import DatasetSpec, FileSpec
 
 SPLITS = ("train", "valid", "test", "train-full")
-
-
-@dataclass(frozen=True)
-class FileSpec:
-    """One original file of a data set. ``sha256``: accepted digests (first = canonical)."""
-
-    filename: str
-    sha256: tuple
-    urls: tuple = ()
-    size: Optional[int] = None
-
-    def accepts(self, digest: str) -> bool:
-        return digest.lower() in (h.lower() for h in self.sha256)
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    name: str
-    description: str
-    splits: tuple
-    shape: tuple  # (C, H, W)
-    classes: tuple
-    files: tuple  # of FileSpec; empty = embedded, needs no data dir
-    loader: Callable  # (spec, split, directory, source, hashes) -> ImageSet
-    source: str = ""
-    licence: str = ""
-    split_sizes: dict = field(default_factory=dict)
-    # groups of file names; the first group whose files are all present is used.
-    # default: one group with all files.
-    sources: tuple = ()
-    subdir: str = ""
-
-    @property
-    def dirname(self) -> str:
-        return self.subdir or self.name
-
-    @property
-    def embedded(self) -> bool:
-        return not self.files
-
-    @property
-    def source_groups(self) -> tuple:
-        return self.sources or (tuple(f.filename for f in self.files),)
-
-    def file(self, filename: str) -> FileSpec:
-        for f in self.files:
-            if f.filename == filename:
-                return f
-        raise KeyError(filename)
 
 
 # ----------------------------------------------------------------------------- sets
@@ -188,6 +143,19 @@ DATASETS: dict = {
         split_sizes={"train": 594388, "valid": 10000, "train-full": 604388, "test": 26032},
         **_SVHN_COMMON,
     ),
+    # Folder sets (no download URL: the user copies the original files in; every file pinned
+    # by SHA-256 in checksums.py). Splits, with the rules in the modules' docstrings:
+    #   restoration test sets (restoration.py), ImageList, only split "test" = the whole set:
+    #     bsd68 68, cbsd68 68 (same photos in colour), set5 5, set12 12, set14 14, kodak24 24,
+    #     mcmaster 18. Training on them: restoration_split("natural") = train Kodak24 +
+    #     McMaster (42) / test Set14 + Set5 minus its two crops of Set14 images (17).
+    #   face sets (faces.py), ImageSet with meta (subject, file, ...), subject-disjoint:
+    #     yale      subjects 9/3/3 by RandomState(0)      images 99/33/32, train-full 132
+    #     ckplus48  subjects 80/19/19 class-stratified    images 681/153/147, train-full 834
+    #     jaffe     subjects 6/2/2 by RandomState(0)      images 128/41/44, train-full 169
+    #     celeba    file order (no identities known)      images 350/50/100, train-full 400
+    **_restoration.SPECS,
+    **_faces.SPECS,
 }
 
 
@@ -211,10 +179,18 @@ def _fetch_cmd(spec: DatasetSpec, root: Path, how: str) -> str:
 
 def _fix_lines(spec: DatasetSpec, root: Path, how: str) -> list:
     can_fetch = any(f.urls for f in spec.files)
-    lines = ["To fix, either:"]
+    lines = []
+    if not can_fetch:
+        lines.append(f"About {spec.name!r}: {spec.description}. Source: {spec.source}. Licence: {spec.licence}.")
+        lines.append("It has no canonical download URL, so evalkit cannot fetch it.")
+    lines.append("To fix, either:")
     if can_fetch:
         lines.append(f"  - download it:  {_fetch_cmd(spec, root, how)}")
-    lines.append(f"  - or copy the original files by hand into {root / spec.dirname}/")
+        lines.append(f"  - or copy the original files by hand into {root / spec.dirname}/")
+    else:
+        example = spec.files[0].filename if spec.files else "<file>"
+        lines.append(f"  - copy its {len(spec.files)} original files, with their original names, into "
+                     f"{root / spec.dirname}/ (e.g. {root / spec.dirname / example})")
     lines.append(f"  - or point --data-dir / EVALKIT_DATA at a directory that holds {spec.dirname}/ "
                  f"(e.g. EVALKIT_DATA=/path/to/data, with /path/to/data/{spec.dirname}/<files>)")
     return lines
@@ -223,8 +199,12 @@ def _fix_lines(spec: DatasetSpec, root: Path, how: str) -> list:
 def _missing_message(spec: DatasetSpec, root: Path, how: str, missing: Sequence[str]) -> str:
     d = root / spec.dirname
     groups = spec.source_groups
-    lines = [f"Data set {spec.name!r} is not available: "
-             + ("missing file " if len(missing) == 1 else "missing files ") + ", ".join(missing) + "."]
+    if not d.is_dir():
+        what = f"folder {d} does not exist (it should hold {len(groups[0])} file{'s' if len(groups[0]) > 1 else ''}: " \
+               + ", ".join(_shorten(list(groups[0]))) + ")"
+    else:
+        what = ("missing file " if len(missing) == 1 else f"{len(missing)} missing files: ") + ", ".join(_shorten(missing))
+    lines = [f"Data set {spec.name!r} is not available: {what}."]
     if len(groups) > 1:
         alts = " or ".join("(" + " + ".join(g) + ")" for g in groups)
         lines.append(f"  (any one of these is enough: {alts})")
@@ -232,6 +212,10 @@ def _missing_message(spec: DatasetSpec, root: Path, how: str, missing: Sequence[
     lines.append(f"Data directory: {root} -- {how}")
     lines += _fix_lines(spec, root, how)
     return "\n".join(lines)
+
+
+def _shorten(names: list, keep: int = 5) -> list:
+    return names if len(names) <= keep + 1 else names[:keep] + [f"... ({len(names) - keep} more)"]
 
 
 def _corrupt_message(spec: DatasetSpec, root: Path, how: str, path: Path, fs: FileSpec, actual: str) -> str:
@@ -281,8 +265,11 @@ def _pick_source(spec: DatasetSpec, root: Path, how: str) -> tuple:
     return d, chosen, hashes
 
 
-def load(name: str, split: str, *, data_dir=None) -> ImageSet:
+def load(name: str, split: str, *, data_dir=None) -> Union[ImageSet, ImageList]:
     """Load split ``split`` ("train", "valid", "test", "train-full") of data set ``name``.
+
+    Returns an :class:`ImageSet`, or an :class:`ImageList` for the restoration test sets
+    (images of different sizes; their only split is "test").
 
     Files are looked up in ``resolve_data_dir(data_dir)/<name>/`` and verified by SHA-256
     (cached per path/size/mtime). Raises :class:`DataError` with an actionable message."""
