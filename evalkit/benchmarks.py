@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from .errors import EvalkitError
 
-KNOWN_METRICS = {"parzen", "semi-supervised", "clustering"}
+KNOWN_METRICS = {"parzen", "semi-supervised", "clustering", "restoration"}
 
 
 def benchmarks_dir() -> Path:
@@ -37,6 +37,8 @@ class Column:
     field: str = "value"  # record field shown: "value" or "details.<name>"
     higher_is_better: Optional[bool] = None  # None: the benchmark's
     empty_note: Optional[str] = None  # footnote on the empty cells while the column has no results (e.g. how to run it)
+    extra_field: Optional[str] = None  # a second record field shown beside the value ("28.31 / 0.812")
+    extra_digits: int = 3
 
 
 @dataclass
@@ -57,6 +59,7 @@ class Row:
     skip_columns: list = field(default_factory=list)  # columns this row is not run on (footnoted)
     skip_notes: dict = field(default_factory=dict)  # column id -> why
     figure_only: bool = False  # trained for the report's figures only; no table row
+    empty_note: Optional[str] = None  # footnote on the row's cells while it has no results at all
 
     def kwargs_for(self, dataset: str) -> dict:
         return {**self.model_kwargs, **self.model_by_dataset.get(dataset, {})}
@@ -118,6 +121,8 @@ def parse(data: dict, path: Optional[Path] = None) -> Benchmark:
             field=c.get("field", "value"),
             higher_is_better=c.get("higher_is_better"),
             empty_note=c.get("empty_note"),
+            extra_field=c.get("extra_field"),
+            extra_digits=int(c.get("extra_digits", 3)),
         )
         for c in data.get("columns", [])
     ]
@@ -151,6 +156,7 @@ def parse(data: dict, path: Optional[Path] = None) -> Benchmark:
                 skip_columns=list(r.get("skip_columns", {})),
                 skip_notes=dict(r.get("skip_columns", {})),
                 figure_only=bool(r.get("figure_only", False)),
+                empty_note=r.get("empty_note"),
             )
         )
     if not cols:

@@ -43,6 +43,7 @@ PIPELINES = {
     "parzen": ("model",),
     "semi-supervised": ("model", "svm-on-codes"),
     "clustering": ("model", "kmeans-on-pixels", "kmeans-on-codes"),
+    "restoration": ("model", "baseline"),
 }
 
 
@@ -64,6 +65,8 @@ def train_or_reuse(
     *,
     labels: Optional[np.ndarray] = None,
     label_key: Optional[str] = None,
+    train_set: Optional["ekdata.ImageSet"] = None,
+    extra_kwargs: Optional[dict] = None,
     cache_dir: Optional[Path] = None,
     data_dir: Optional[str] = None,
     device: Optional[str] = None,
@@ -74,14 +77,18 @@ def train_or_reuse(
     """The model of ``row`` trained on ``dataset``/``split`` for ``epochs`` epochs with ``seed``.
 
     ``labels`` (int64, -1 = unlabelled) replaces the split's labels; ``label_key`` names
-    them in the cache key. Reuses ``epoch_<epochs>.pt`` from the run's cache directory when
+    them in the cache key. ``train_set`` replaces the loaded split (its fingerprint joins the
+    cache key) and ``extra_kwargs`` add constructor arguments (e.g. a restoration task). Reuses ``epoch_<epochs>.pt`` from the run's cache directory when
     present; otherwise resumes from the furthest earlier checkpoint (or starts) and trains
     to ``epochs``.
     """
     if not row.model:
         raise EvalkitError(f"row {row.id!r} has no reference model to train")
-    train_set = ekdata.load(dataset, split, data_dir=data_dir)
-    kwargs = {"image_shape": list(train_set.image_shape), **row.kwargs_for(dataset)}
+    if train_set is None:
+        train_set = ekdata.load(dataset, split, data_dir=data_dir)
+    else:
+        split = f"{split}:{train_set.fingerprint[:16]}"
+    kwargs = {"image_shape": list(train_set.image_shape), **row.kwargs_for(dataset), **(extra_kwargs or {})}
     batch_size = int(row.train.get("batch_size", 100))
     rdir = run_dir(
         cache_dir or default_cache_dir(), model=row.model, model_kwargs=kwargs, dataset=dataset, split=split,
@@ -195,6 +202,11 @@ def run_benchmark(
         for row in runnable:
             if column.id in row.skip_columns:
                 continue
+            if bench.metric == "restoration":
+                from .restoration import applicable
+
+                if not applicable(row, protocol):
+                    continue
             for seed in opts.seeds:
                 epochs = None if (row.user or not row.model) else int(opts.epochs or row.train.get("epochs", 10))
                 cfg = cell_config(bench, row, column, epochs)
@@ -228,6 +240,9 @@ def _labels_for(bench: Benchmark, row: Row, protocol: dict, train: "ekdata.Image
 def run_cell(bench, row, column, seed, epochs, protocol, cfg, key, opts: RunOptions, log) -> dict:
     t0 = time.perf_counter()
     dev = pick_device(opts.device)
+    if bench.metric == "restoration":
+        m, loaded, trained_info = restoration_cell(bench, row, column, seed, epochs, protocol, opts, log)
+        return _record(bench, row, column, seed, cfg, key, m, loaded, trained_info, {}, dev, t0)
     split = protocol.get("train_split", "train")
     train = ekdata.load(column.dataset, split, data_dir=opts.data_dir)
     labels, label_key, keep = _labels_for(bench, row, protocol, train, seed)
@@ -273,6 +288,52 @@ def run_cell(bench, row, column, seed, epochs, protocol, cfg, key, opts: RunOpti
             m = evaluate_clusterer(km, **common)
             m["timings"]["kmeans_fit_s"] = time.perf_counter() - t1
     previews = save_previews(bench, row, column, seed, cfg, m, model, opts)
+    return _record(bench, row, column, seed, cfg, key, m, loaded, trained_info, previews, dev, t0)
+
+
+def restoration_cell(bench, row, column, seed, epochs, protocol, opts: RunOptions, log):
+    """(measurement fields, loaded model or None, training info) of one restoration cell."""
+    from .baselines import DEGRADATIONS
+    from .evaluation import evaluate_restoration
+    from .restoration import group_data, model_degradation, restorer_for, training_patches
+
+    deg = DEGRADATIONS[protocol["task"]]
+    train, test_images, desc, test_fp = group_data(column.dataset, opts.data_dir)
+    limit = int(protocol.get("n_test", 0) or 0)
+    if limit:
+        test_images = test_images[:limit]
+    loaded, trained_info = None, {"epochs": None, "trained_now": False, "train_s": None}
+    if row.user:
+        loaded = load_model(row.model, row.checkpoint, pick_device(opts.device))
+        restore, who, method = loaded.model.restore, f"user model {row.model}", {"model": row.model}
+    elif row.pipeline == "baseline":
+        restore, params = restorer_for(row, deg)
+        who, method = f"baseline {row.pipeline_kwargs['restorer']}", {"restorer": row.pipeline_kwargs["restorer"], **params}
+    else:
+        patches = training_patches(train, int(protocol.get("patch_size", 64)), int(protocol.get("n_patches", 4000)), seed=seed)
+        tr = train_or_reuse(
+            row, column.dataset, "train", seed, epochs, train_set=patches, extra_kwargs={"degradation": model_degradation(deg)},
+            cache_dir=opts.cache_dir, data_dir=opts.data_dir, device=opts.device, progress=opts.progress, log=log,
+        )
+        loaded = tr.loaded
+        restore, who, method = loaded.model.restore, f"reference model {row.model}", {"model": row.model}
+        trained_info = {"epochs": tr.epochs, "trained_now": tr.trained_now, "train_s": tr.train_seconds, "patches": patches.fingerprint}
+    m = evaluate_restoration(
+        restore, test_images, deg, seed=seed, channel=protocol.get("channel", "rgb"),
+        crop_border=int(protocol.get("crop_border", 0)), who=who, progress=opts.progress,
+    )
+    m["details"].update(method=method, data=desc)
+    m["data"] = {"group": column.dataset, "test": test_fp}
+    example = m.pop("_example")
+    sdir = Path(opts.results_dir) / bench.name
+    sdir.mkdir(parents=True, exist_ok=True)
+    path = sdir / f"example-{row.id}-{column.id}-seed{seed}.npz"
+    np.savez(path, input=example[0], output=example[1], target=example[2])
+    m["example_preview"] = str(path)
+    return m, loaded, trained_info
+
+
+def _record(bench, row, column, seed, cfg, key, m, loaded, trained_info, previews, dev, t0) -> dict:
     rec = {
         "benchmark": bench.name,
         "key": key,

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..benchmarks import Benchmark
 from ..results import ResultStore
-from .figures import image_grid, save_sample_grid, save_scatter
+from .figures import image_grid, save_restoration_panel, save_sample_grid, save_scatter
 from .render import to_latex, to_markdown
 from .tables import Table, build_table
 
@@ -72,6 +72,35 @@ def sample_figures(bench: Benchmark, table: Table, records: list[dict], out_dir:
     return figs
 
 
+def restoration_figures(bench: Benchmark, records: list[dict], out_dir: Path) -> list[tuple[str, str]]:
+    """One figure per column: the first test image degraded, each row's restoration (with
+    its PSNR on that image) and the original, from the lowest seed's newest records."""
+    newest: dict[tuple, dict] = {}
+    for rec in records:
+        newest[(rec["row"], rec["column"], rec["seed"])] = rec
+    figs = []
+    order = {r.id: i for i, r in enumerate(bench.rows)}
+    for col in bench.columns:
+        recs = [r for (_, c, _), r in newest.items() if c == col.id and r.get("example_preview") and Path(r["example_preview"]).exists()]
+        if not recs:
+            continue
+        seed = min(r["seed"] for r in recs)
+        recs = sorted((r for r in recs if r["seed"] == seed), key=lambda r: order.get(r["row"], 99))
+        first = np.load(recs[0]["example_preview"])
+        panels = [("degraded input", first["input"])]
+        for r in recs:
+            if r["row"] == "input":
+                continue
+            psnr0 = (r.get("details") or {}).get("psnr", [None])[0]
+            panels.append((f"{r.get('row_label', r['row'])}" + (f"\n{psnr0:.2f} dB" if psnr0 is not None else ""), np.load(r["example_preview"])["output"]))
+        panels.append(("original", first["target"]))
+        name = f"{bench.name}-{col.id}.png"
+        title = f"{col.label}: first test image (seed {seed})"
+        save_restoration_panel(panels, out_dir / name, title=title)
+        figs.append((title, name))
+    return figs
+
+
 def write_report(bench: Benchmark, store: ResultStore, out_dir: Path, formats=("md", "tex"), figures: bool = True) -> dict[str, Path]:
     """Write ``<out_dir>/<bench>.md`` / ``.tex`` (and sample PNGs); return the paths written."""
     records = store.records(bench.name)
@@ -79,7 +108,9 @@ def write_report(bench: Benchmark, store: ResultStore, out_dir: Path, formats=("
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written: dict[str, Path] = {}
-    figs = sample_figures(bench, table, records, out_dir) if figures else []
+    figs = []
+    if figures:
+        figs = restoration_figures(bench, records, out_dir) if bench.metric == "restoration" else sample_figures(bench, table, records, out_dir)
     if "md" in formats:
         p = out_dir / f"{bench.name}.md"
         p.write_text(to_markdown(table, figures=figs))

@@ -68,3 +68,28 @@ def save_scatter(points: np.ndarray, labels: np.ndarray, path: Path, title: str 
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def save_restoration_panel(panels: list[tuple[str, np.ndarray]], path: Path, title: str = "") -> Path:
+    """Images side by side, each under its caption (``panels``: (caption, uint8 [C, H, W]))."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(panels)
+    h, w = panels[0][1].shape[1:]
+    scale = 2.2 / max(h, w) * 100
+    fig, axes = plt.subplots(1, n, figsize=(n * w * scale / 100 + 0.2, h * scale / 100 + 0.7), dpi=100, squeeze=False)
+    for ax, (cap, img) in zip(axes[0], panels):
+        ax.imshow(img[0] if img.shape[0] == 1 else img.transpose(1, 2, 0), cmap="gray" if img.shape[0] == 1 else None, vmin=0, vmax=255, interpolation="nearest")
+        ax.set_title(cap, fontsize=7)
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

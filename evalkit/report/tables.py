@@ -38,6 +38,7 @@ class Table:
     footnotes: list  # texts, numbered from 1
     provenance: list  # dicts, one per reproduced cell
     higher_is_better: bool = True
+    show_published: bool = True  # False when the spec has no published value at all
 
 
 def fmt_number(v: float, pm: Optional[float] = None, digits: Optional[int] = None) -> str:
@@ -110,6 +111,7 @@ def build_table(bench: Benchmark, records: list[dict], *, config_filter: Optiona
     table_rows = []
     provenance = []
     measured = {col for (_, col) in per_cell}
+    measured_rows = {rid for (rid, _) in per_cell}
     for text in bench.footnotes:  # the spec's table-wide notes come first
         notes.add(text)
     if bench.pm_over == "seeds":
@@ -133,6 +135,8 @@ def build_table(bench: Benchmark, records: list[dict], *, config_filter: Optiona
                 recs, vals = {}, []
             if not recs and c.empty_note and (c.source or c.id) not in measured and (row.model or row.pipeline != "model"):
                 cell.notes.append(notes.add(f"{c.reproduced_label or c.label}: not run. {c.empty_note}"))
+            if not recs and row.empty_note and row.id not in measured_rows:
+                cell.notes.append(notes.add(f"{row.label}: not run yet. {row.empty_note}"))
             if not recs and c.id in row.skip_notes and row.skip_notes[c.id]:
                 cell.notes.append(notes.add(f"{row.label}, {c.reproduced_label or c.label}: not run. {row.skip_notes[c.id]}"))
             if recs:
@@ -144,6 +148,9 @@ def build_table(bench: Benchmark, records: list[dict], *, config_filter: Optiona
                     pm = statistics.fmean(p for p in pms if p is not None) if any(p is not None for p in pms) else None
                 cell.value, cell.n_seeds = mean, len(vals)
                 cell.reproduced = fmt_number(mean, pm, bench.digits)
+                extras = [record_field(recs[s], c.extra_field) for s in sorted(recs)] if c.extra_field else []
+                if extras and all(e is not None for e in extras):
+                    cell.reproduced += f" / {statistics.fmean(extras):.{c.extra_digits}f}"
                 if c.footnote:
                     cell.notes.append(notes.add(c.footnote))
                 if row.footnote:
@@ -180,6 +187,7 @@ def build_table(bench: Benchmark, records: list[dict], *, config_filter: Optiona
         footnotes=notes.texts,
         provenance=provenance,
         higher_is_better=bench.higher_is_better,
+        show_published=any(r.published for r in bench.rows),
     )
 
 
