@@ -341,10 +341,18 @@ def verify(names, data_dir):
     rows = do_verify(data_dir=data_dir, names=list(names) or None)
     click.echo(f"data directory: {describe_data_dir(data_dir)}")
     bad = 0
+    by_set: dict = {}
     for s in rows:
-        colour = {"ok": "green", "missing": "yellow", "corrupt": "red"}[s.status]
-        click.echo(f"  {click.style(f'{s.status:<8}', fg=colour)} {s.dataset:<14} {s.file}")
-        bad += s.status == "corrupt"
+        by_set.setdefault(s.dataset, []).append(s)
+    for name, files in by_set.items():
+        n_ok = sum(s.status == "ok" for s in files)
+        status = "ok" if n_ok == len(files) else ("missing" if all(s.status == "missing" for s in files) else "incomplete")
+        colour = {"ok": "green", "missing": "yellow", "incomplete": "red"}[status]
+        click.echo(f"  {click.style(f'{status:<10}', fg=colour)} {name:<14} {n_ok}/{len(files)} files ok")
+        for s in files:
+            if s.status != "ok" and (status != "missing" or len(files) <= 5):
+                click.echo(f"  {'':<10} {'':<14} {click.style(s.status, fg='red' if s.status == 'corrupt' else 'yellow')}: {s.file}")
+        bad += sum(s.status == "corrupt" for s in files)
     if bad:
         raise SystemExit(1)
 

@@ -215,7 +215,8 @@ def test_cli_verify_and_list_show_svhn_missing(tmp_path):
     res = CliRunner().invoke(main, ["data", "verify", "svhn", "svhn-extra", "--data-dir", str(tmp_path)])
     assert res.exit_code == 0, res.output  # missing is not an error; corrupt is
     lines = [ln.split() for ln in res.output.splitlines()[1:]]
-    assert ["missing", "svhn", svhnmod.TRAIN] in lines and ["missing", "svhn-extra", svhnmod.EXTRA] in lines
+    assert ["missing", "svhn", "0/2", "files", "ok"] in lines and ["missing", "svhn-extra", "0/3", "files", "ok"] in lines
+    assert ["missing:", svhnmod.TRAIN] in lines and ["missing:", svhnmod.EXTRA] in lines
     rows = {r["name"]: r for r in registry.describe(data_dir=tmp_path)}
     assert rows["svhn"]["status"] == rows["svhn-extra"]["status"] == "missing"
     assert rows["svhn"]["directory"] == str(tmp_path / "svhn") and rows["svhn"]["shape"] == (3, 32, 32)
