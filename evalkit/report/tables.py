@@ -39,6 +39,7 @@ class Table:
     provenance: list  # dicts, one per reproduced cell
     higher_is_better: bool = True
     show_published: bool = True  # False when the spec has no published value at all
+    published_columns: list = field(default_factory=list)  # per column: has a "paper" sub-column
 
 
 def fmt_number(v: float, pm: Optional[float] = None, digits: Optional[int] = None) -> str:
@@ -188,6 +189,8 @@ def build_table(bench: Benchmark, records: list[dict], *, config_filter: Optiona
         provenance=provenance,
         higher_is_better=bench.higher_is_better,
         show_published=any(r.published for r in bench.rows),
+        # a column derived from another column's records (Hungarian accuracy, NMI) has no paper values
+        published_columns=[not c.source or any(c.id in r.published for r in bench.rows) for c in bench.columns],
     )
 
 
