@@ -212,7 +212,7 @@ def test_clustering_runner_and_derived_columns(tmp_path):
     assert rows["km"][0].best and rows["km"][2].best  # lower error, higher NMI
     assert len(table.provenance) == 2  # derived columns add no provenance lines
     md = to_markdown(table)
-    assert "| error (paper) | error (evalkit) | Hungarian | NMI |" in md  # no empty paper columns for derived ones
+    assert "| Model | error | Hungarian | NMI |" in md  # no published values anywhere: no paper sub-columns
 
 
 def test_kmeans_clusterer_probs_are_softmax_of_distances():
