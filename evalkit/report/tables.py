@@ -222,7 +222,8 @@ def deviation_notes(bench: Benchmark, row, column, recs: list[dict]) -> list[str
             if paper
             else "; the paper's training length is not stated, so fewer epochs than the authors used may explain a gap."
         )
-        out.append(f"{row.label}: trained {', '.join(map(str, epochs))} epochs on {', '.join(dev)}{tail}")
+        unit = "epoch" if epochs == [1] else "epochs"
+        out.append(f"{row.label}: trained {', '.join(map(str, epochs))} {unit} on {', '.join(dev)}{tail}")
     if row.user:
         out.append(f"{row.label}: a user model evaluated under the same protocol ({r0.get('run_config', {}).get('model')}).")
     details = r0.get("details", {})
