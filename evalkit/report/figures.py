@@ -7,6 +7,24 @@ from pathlib import Path
 import numpy as np
 
 
+def _pyplot():
+    """matplotlib's pyplot on the non-interactive Agg backend (reports are written headless)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(plt, fig, path: Path, **kw) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, **kw)
+    plt.close(fig)
+    return path
+
+
 def image_grid(images: np.ndarray, ncols: int = 10, pad: int = 1) -> np.ndarray:
     """Tile uint8 images [N, C, H, W] into one [H', W'] (C = 1) or [H', W', 3] array."""
     if images.ndim != 4:
@@ -23,10 +41,7 @@ def image_grid(images: np.ndarray, ncols: int = 10, pad: int = 1) -> np.ndarray:
 
 def save_sample_grid(images: np.ndarray, path: Path, title: str = "", ncols: int = 10, scale: int = 3) -> Path:
     """Write a sample grid PNG (nearest-neighbour upscaled by ``scale``)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     grid = image_grid(images, ncols)
     hpx, wpx = grid.shape[:2]
@@ -37,19 +52,12 @@ def save_sample_grid(images: np.ndarray, path: Path, title: str = "", ncols: int
     ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=9, y=0.995)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path, dpi=dpi)
 
 
 def save_scatter(points: np.ndarray, labels: np.ndarray, path: Path, title: str = "") -> Path:
     """A 2-D scatter plot of codes coloured by class (the AAE dimensionality-reduction figure)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, ax = plt.subplots(figsize=(5.5, 5), dpi=100)
     classes = np.unique(labels)
@@ -65,19 +73,12 @@ def save_scatter(points: np.ndarray, labels: np.ndarray, path: Path, title: str 
 
         ax.set_title("\n".join(textwrap.wrap(title, 70)), fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def save_restoration_panel(panels: list[tuple[str, np.ndarray]], path: Path, title: str = "") -> Path:
     """Images side by side, each under its caption (``panels``: (caption, uint8 [C, H, W]))."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     n = len(panels)
     h, w = panels[0][1].shape[1:]
@@ -90,8 +91,4 @@ def save_restoration_panel(panels: list[tuple[str, np.ndarray]], path: Path, tit
     if title:
         fig.suptitle(title, fontsize=8)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
