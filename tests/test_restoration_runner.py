@@ -118,3 +118,58 @@ def test_restoration_cells_and_report(tmp_path):
 
     written = write_report(bench, ResultStore(tmp_path / "res"), tmp_path / "rep")
     assert {"tinyrest-sr2-faces.png", "tinyrest-noise10-faces.png"} <= {p.name for p in written.values()}
+
+
+USER_RESTORER = '''
+import torch
+import torch.nn.functional as F
+
+
+class Upscale2(torch.nn.Module):
+    def restore(self, y):
+        return F.interpolate(y, scale_factor=2, mode="bicubic", antialias=True, align_corners=False).clamp(0, 1)
+
+
+class Identity(torch.nn.Module):
+    def restore(self, y):
+        return y.clamp(0, 1)
+
+
+class NoRestore(torch.nn.Module):
+    pass
+
+
+def build():
+    return Upscale2()
+
+
+def build_identity():
+    return Identity()
+
+
+def build_none():
+    return NoRestore()
+'''
+
+
+def test_eval_restoration_of_a_user_restorer(tmp_path, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from evalkit.cli import main
+
+    data_dir = _data_dir()
+    (tmp_path / "userrest.py").write_text(USER_RESTORER)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run = lambda *a: CliRunner().invoke(main, ["eval", "restoration", "--data-dir", data_dir, *map(str, a)])  # noqa: E731
+    r = run("--model", "userrest:build", "--task", "sr2", "--dataset", "set5", "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["details"]["n_images"] == 5 and out["details"]["crop_border"] == 2 and 20 < out["value"] < 45
+    r = run("--model", "userrest:build_identity", "--task", "noise10", "--dataset", "set5")
+    assert r.exit_code == 0 and "PSNR" in r.output and "degraded input" in r.output
+    r = run("--model", "userrest:build_none", "--task", "sr2", "--dataset", "set5")
+    assert r.exit_code == 2 and "restore" in r.output
+    r = run("--model", "userrest:build", "--task", "sr3", "--dataset", "set5")
+    assert r.exit_code == 2 and "unknown task" in r.output
