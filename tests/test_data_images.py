@@ -21,6 +21,7 @@ from evalkit.data import faces as facemod
 from evalkit.data import registry
 from evalkit.data import restoration as restmod
 from evalkit.data.imagefiles import read_image
+from evalkit.data.specs import manifest_digest
 from evalkit.data.imagelist import gray_to_rgb, rgb_to_gray
 
 RESTORATION = {"bsd68": ("BSD68", 68, 1), "cbsd68": ("CBSD68", 68, 3), "set5": ("Set5", 5, 3), "set12": ("Set12", 12, 1),
@@ -174,7 +175,7 @@ def tiny_set5(tmp_path, monkeypatch):
         Image.fromarray(arrays[fn]).save(d / fn)
     spec = registry.DATASETS["set5"]
     files = tuple(registry.FileSpec(fn, (hashlib.sha256((d / fn).read_bytes()).hexdigest(),)) for fn in SET5_NAMES)
-    monkeypatch.setitem(registry.DATASETS, "set5", dataclasses.replace(spec, files=files))
+    monkeypatch.setitem(registry.DATASETS, "set5", dataclasses.replace(spec, files=files, manifest=None))
     return {"data": tmp_path / "data", "dir": d, "arrays": arrays}
 
 
@@ -230,6 +231,29 @@ def test_corrupt_file_message_folder_set(tiny_set5):
     assert {r["name"]: r["status"] for r in registry.describe(data_dir=data)}["set5"] == "corrupt"
 
 
+def test_manifest_pinned_set_refuses_a_changed_file(tiny_set5, monkeypatch):
+    """A set pinned only by its manifest digest (as the real folder sets are) loads when every
+    file matches and refuses a one-byte change, naming the set's folder and both digests."""
+    data, d = tiny_set5["data"], tiny_set5["dir"]
+    hashes = {fn: hashlib.sha256((d / fn).read_bytes()).hexdigest() for fn in SET5_NAMES}
+    spec = dataclasses.replace(registry.DATASETS["set5"], files=tuple(registry.FileSpec(fn, ()) for fn in SET5_NAMES),
+                               manifest=manifest_digest(hashes))
+    monkeypatch.setitem(registry.DATASETS, "set5", spec)
+    assert len(load("set5", "test", data_dir=data)) == 5
+    p = d / "woman_GT.bmp"
+    b = bytearray(p.read_bytes())
+    b[-1] ^= 0xFF
+    p.write_bytes(bytes(b))
+    os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))
+    with pytest.raises(DataError) as e:
+        load("set5", "test", data_dir=data)
+    msg = str(e.value)
+    assert "SHA-256 mismatch of the set's manifest" in msg and str(d) in msg and spec.manifest in msg
+    assert manifest_digest({**hashes, "woman_GT.bmp": hashlib.sha256(bytes(b)).hexdigest()}) in msg
+    assert verify(data_dir=data, names=["set5"])[-1].status == "corrupt"
+    assert {r["name"]: r["status"] for r in registry.describe(data_dir=data)}["set5"] == "corrupt"
+
+
 def test_synthetic_face_set_subject_split(tmp_path, monkeypatch):
     """A JAFFE-layout folder (10 subjects x 7 expressions, 4x4 images) through the public API."""
     d = tmp_path / "jaffe"
@@ -243,7 +267,7 @@ def test_synthetic_face_set_subject_split(tmp_path, monkeypatch):
             files.append(fn)
     spec = registry.DATASETS["jaffe"]
     fs = tuple(registry.FileSpec(fn, (hashlib.sha256((d / fn).read_bytes()).hexdigest(),)) for fn in sorted(files))
-    monkeypatch.setitem(registry.DATASETS, "jaffe", dataclasses.replace(spec, files=fs))
+    monkeypatch.setitem(registry.DATASETS, "jaffe", dataclasses.replace(spec, files=fs, manifest=None))
     monkeypatch.setitem(facemod._LAYOUT, "jaffe", ("jaffe", "", 70, (1, 4, 4), (6, 2, 2)))
     sets = {s: load("jaffe", s, data_dir=tmp_path) for s in ("train", "valid", "test", "train-full")}
     assert {s: len(v) for s, v in sets.items()} == {"train": 42, "valid": 14, "test": 14, "train-full": 56}
@@ -305,10 +329,12 @@ def test_registry_entries_pinned():
         sz = spec.split_sizes
         assert sz["train"] + sz["valid"] + sz["test"] == counts[name] and sz["train-full"] == sz["train"] + sz["valid"]
     assert registry.DATASETS["ckplus48"].classes == facemod.CK_CLASSES and "neutral" not in facemod.CK_CLASSES
-    assert all(len(h) == 64 and int(h, 16) >= 0 for s in list(RESTORATION) + list(FACES)
-               for f in registry.DATASETS[s].files for h in f.sha256)
-    assert registry.DATASETS["celeba"].file("img_89x109/000001.jpg").sha256[0].startswith("0861cea3")
-    assert registry.DATASETS["bsd68"].file("test001.png").sha256[0].startswith("94ddd662")
+    # folder sets are pinned by one manifest digest each (no per-file checksum list in the repository)
+    for s in list(RESTORATION) + list(FACES):
+        spec = registry.DATASETS[s]
+        assert len(spec.manifest) == 64 and int(spec.manifest, 16) >= 0 and not any(f.sha256 for f in spec.files)
+    assert registry.DATASETS["celeba"].manifest.startswith("8157b0e4")
+    assert registry.DATASETS["bsd68"].manifest.startswith("7db47364")
 
 
 # ----------------------------------------------------------------------------- real data
@@ -317,9 +343,16 @@ def test_real_checksums_match_sha256sums():
     sums = _real("Set5") / "SHA256SUMS"
     if not sums.is_file():
         pytest.skip(f"{sums} not found")
-    listed = set(sums.read_text().splitlines())
-    ours = cksums.SHA256SUMS.splitlines()
-    assert len(ours) == 2067 and set(ours) <= listed
+    listed = {}
+    for line in sums.read_text().splitlines():
+        digest, path = line.split("  ", 1)
+        listed[path] = digest
+    n = 0
+    for folder, under in cksums.MANIFESTS:  # each pin = the manifest of the files SHA256SUMS lists
+        names = cksums.files(folder, under)
+        n += len(names)
+        assert cksums.manifest(folder, under) == manifest_digest({fn: listed[f"{folder}/{fn}"] for fn in names})
+    assert n == 2067
 
 
 @pytest.mark.data
@@ -513,6 +546,8 @@ def test_real_corrupt_copy_is_refused(tmp_path):
     b[1000] ^= 1
     (d / "bird_GT.bmp").write_bytes(bytes(b))
     os.utime(d / "bird_GT.bmp", ns=(0, 10**9))
-    with pytest.raises(DataError, match="SHA-256 mismatch") as e:
+    with pytest.raises(DataError, match="SHA-256 mismatch of the set's manifest") as e:
         load("set5", "test", data_dir=tmp_path)
-    assert str(d / "bird_GT.bmp") in str(e.value) and registry.DATASETS["set5"].file("bird_GT.bmp").sha256[0] in str(e.value)
+    assert str(d) in str(e.value) and registry.DATASETS["set5"].manifest in str(e.value)
+    st = verify(data_dir=tmp_path, names=["set5"])
+    assert [x.status for x in st] == ["ok"] * 5 + ["corrupt"] and st[-1].expected == registry.DATASETS["set5"].manifest

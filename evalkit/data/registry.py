@@ -13,7 +13,7 @@ from . import restoration as _restoration
 from . import svhn as _svhn
 from .core import DataError, ImageSet, _resolve, sha256_file
 from .imagelist import ImageList
-from .specs import DatasetSpec, FileSpec
+from .specs import DatasetSpec, FileSpec, manifest_digest
 
 SPLITS = ("train", "valid", "test", "train-full")
 
@@ -143,8 +143,8 @@ DATASETS: dict = {
         split_sizes={"train": 594388, "valid": 10000, "train-full": 604388, "test": 26032},
         **_SVHN_COMMON,
     ),
-    # Folder sets (no download URL: the user copies the original files in; every file pinned
-    # by SHA-256 in checksums.py). Splits, with the rules in the modules' docstrings:
+    # Folder sets (no download URL: the user copies the original files in; each set pinned by
+    # its file names and one SHA-256 manifest digest over all its files, checksums.py). Splits, with the rules in the modules' docstrings:
     #   restoration test sets (restoration.py), ImageList, only split "test" = the whole set:
     #     bsd68 68, cbsd68 68 (same photos in colour), set5 5, set12 12, set14 14, kodak24 24,
     #     mcmaster 18. Training on them: restoration_split("natural") = train Kodak24 +
@@ -232,6 +232,20 @@ def _corrupt_message(spec: DatasetSpec, root: Path, how: str, path: Path, fs: Fi
     return "\n".join(lines)
 
 
+def _manifest_message(spec: DatasetSpec, root: Path, how: str, d: Path, actual: str) -> str:
+    return "\n".join([
+        f"Data set {spec.name!r}: the {len(spec.files)} files in {d} are not the expected version "
+        f"(SHA-256 mismatch of the set's manifest: some file's content differs).",
+        f"  expected manifest: {spec.manifest}",
+        f"  actual manifest:   {actual}",
+        f"Data directory: {root} -- {how}",
+        "To fix, either:",
+        f"  - copy the set again from its source ({spec.source})",
+        f"  - or find the bad file with `sha256sum -c` against the checksums published with your copy of the set",
+        f"  - or point --data-dir / EVALKIT_DATA at a directory that holds a good {spec.dirname}/",
+    ])
+
+
 # ----------------------------------------------------------------------------- load
 def _check_split(spec: DatasetSpec, split: str) -> None:
     if split not in spec.splits:
@@ -262,6 +276,8 @@ def _pick_source(spec: DatasetSpec, root: Path, how: str) -> tuple:
         if not fs.accepts(digest):
             raise DataError(_corrupt_message(spec, root, how, path, fs, digest))
         hashes[fn] = digest
+    if spec.manifest and manifest_digest(hashes) != spec.manifest:
+        raise DataError(_manifest_message(spec, root, how, d, manifest_digest(hashes)))
     return d, chosen, hashes
 
 
@@ -271,8 +287,9 @@ def load(name: str, split: str, *, data_dir=None) -> Union[ImageSet, ImageList]:
     Returns an :class:`ImageSet`, or an :class:`ImageList` for the restoration test sets
     (images of different sizes; their only split is "test").
 
-    Files are looked up in ``resolve_data_dir(data_dir)/<name>/`` and verified by SHA-256
-    (cached per path/size/mtime). Raises :class:`DataError` with an actionable message."""
+    Files are looked up in ``resolve_data_dir(data_dir)/<name>/`` and verified by SHA-256 (per
+    file, or per set through its manifest digest for the folder sets; hashes are
+    cached per path/size/mtime). Raises :class:`DataError` with an actionable message."""
     spec = get_spec(name)
     _check_split(spec, split)
     if spec.embedded:
@@ -321,7 +338,12 @@ def verify(*, data_dir=None, names=None) -> list:
     out = []
     for spec in (get_spec(n) for n in (names if names is not None else list(DATASETS))):
         d = root / spec.dirname
-        out.extend(_file_status(spec, fs, d) for fs in spec.files)
+        files = [_file_status(spec, fs, d) for fs in spec.files]
+        out.extend(files)
+        if spec.manifest and all(f.actual for f in files):
+            actual = manifest_digest({f.file: f.actual for f in files})
+            if actual != spec.manifest:
+                out.append(FileStatus(spec.name, "(content manifest of all files)", d, "corrupt", spec.manifest, actual))
     return out
 
 

@@ -91,10 +91,11 @@ def _loader(spec, split, directory, source, hashes) -> ImageList:
 
 def _spec(name: str) -> DatasetSpec:
     folder, n, channels, description, source, licence = SETS[name]
-    files = tuple(FileSpec(fn, (h,)) for fn, h in _checksums.files(folder))
+    files = tuple(FileSpec(fn, ()) for fn in _checksums.files(folder))
     return DatasetSpec(
         name=name, description=description + " (sizes vary: ImageList)", splits=("test",), shape=(channels, None, None),
         classes=(), files=files, loader=_loader, source=source, licence=licence, split_sizes={"test": n}, subdir=folder,
+        manifest=_checksums.manifest(folder),
     )
 
 

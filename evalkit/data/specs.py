@@ -12,7 +12,8 @@ from typing import Callable, Optional
 
 @dataclass(frozen=True)
 class FileSpec:
-    """One original file of a data set. ``sha256``: accepted digests (first = canonical)."""
+    """One original file of a data set. ``sha256``: accepted digests (first = canonical); empty
+    when the file is pinned only through its data set's manifest digest (:attr:`DatasetSpec.manifest`)."""
 
     filename: str
     sha256: tuple
@@ -20,7 +21,7 @@ class FileSpec:
     size: Optional[int] = None
 
     def accepts(self, digest: str) -> bool:
-        return digest.lower() in (h.lower() for h in self.sha256)
+        return not self.sha256 or digest.lower() in (h.lower() for h in self.sha256)
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class DatasetSpec:
     # default: one group with all files.
     sources: tuple = ()
     subdir: str = ""
+    # SHA-256 over all files' digests and names (see manifest_digest); pins folder-based sets
+    manifest: Optional[str] = None
 
     @property
     def dirname(self) -> str:
@@ -61,3 +64,10 @@ class DatasetSpec:
             return self._by_name[filename]
         except KeyError:
             raise KeyError(filename) from None
+
+
+def manifest_digest(hashes: dict) -> str:
+    """SHA-256 of ``"{sha256}  {name}\n"`` over a set's files sorted by name (``hashes``: name -> sha256)."""
+    import hashlib
+
+    return hashlib.sha256("".join(f"{h}  {n}\n" for n, h in sorted(hashes.items())).encode()).hexdigest()
