@@ -66,6 +66,7 @@ def train_or_reuse(
     labels: Optional[np.ndarray] = None,
     label_key: Optional[str] = None,
     train_set: Optional["ekdata.ImageSet"] = None,
+    split_set: Optional["ekdata.ImageSet"] = None,
     extra_kwargs: Optional[dict] = None,
     cache_dir: Optional[Path] = None,
     data_dir: Optional[str] = None,
@@ -78,14 +79,15 @@ def train_or_reuse(
 
     ``labels`` (int64, -1 = unlabelled) replaces the split's labels; ``label_key`` names
     them in the cache key. ``train_set`` replaces the loaded split (its fingerprint joins the
-    cache key) and ``extra_kwargs`` add constructor arguments (e.g. a restoration task). Reuses ``epoch_<epochs>.pt`` from the run's cache directory when
+    cache key), ``split_set`` is ``dataset``/``split`` already loaded by the caller (same key), and
+    ``extra_kwargs`` add constructor arguments (e.g. a restoration task). Reuses ``epoch_<epochs>.pt`` from the run's cache directory when
     present; otherwise resumes from the furthest earlier checkpoint (or starts) and trains
     to ``epochs``.
     """
     if not row.model:
         raise EvalkitError(f"row {row.id!r} has no reference model to train")
     if train_set is None:
-        train_set = ekdata.load(dataset, split, data_dir=data_dir)
+        train_set = split_set if split_set is not None else ekdata.load(dataset, split, data_dir=data_dir)
     else:
         split = f"{split}:{train_set.fingerprint[:16]}"
     kwargs = {"image_shape": list(train_set.image_shape), **row.kwargs_for(dataset), **(extra_kwargs or {})}
@@ -255,7 +257,7 @@ def run_cell(bench, row, column, seed, epochs, protocol, cfg, key, opts: RunOpti
         model, who = loaded.model, f"user model {row.model}"
     elif row.model:
         tr = train_or_reuse(
-            row, column.dataset, split, seed, epochs, labels=labels, label_key=label_key,
+            row, column.dataset, split, seed, epochs, labels=labels, label_key=label_key, split_set=train,
             cache_dir=opts.cache_dir, data_dir=opts.data_dir, device=opts.device, progress=opts.progress, log=log,
         )
         loaded, model = tr.loaded, tr.loaded.model
