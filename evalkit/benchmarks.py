@@ -81,6 +81,7 @@ class Benchmark:
     default_columns: list = field(default_factory=list)
     pm_over: str = "protocol"  # "protocol": the metric's own ± averaged over seeds; "seeds": std over seeds
     digits: Optional[int] = None  # decimals of reproduced values (None: automatic)
+    figure_crop: int = 0  # restoration figures: centre crop of this many pixels (0: whole image); not hashed
 
     def column(self, cid: str) -> Column:
         for c in self.columns:
@@ -176,6 +177,7 @@ def parse(data: dict, path: Optional[Path] = None) -> Benchmark:
         default_columns=list(data.get("default_columns", [c.id for c in cols])),
         pm_over=data.get("pm_over", "protocol"),
         digits=data.get("digits"),
+        figure_crop=int(data.get("figure_crop", 0)),
     )
 
 

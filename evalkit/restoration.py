@@ -3,8 +3,9 @@
 A restoration column names a degradation task (``evalkit.baselines.DEGRADATIONS``: ``sr2``,
 ``sr4``, ``noise05``, ``noise10``, ``noise20``, ``blur``) and an image group:
 
-* ``natural``: :func:`evalkit.data.restoration_split` — train = Kodak24 + McMaster,
-  test = Set14 + the Set5 images not in Set14 (17 images, RGB);
+* ``natural``: :func:`evalkit.data.restoration_split` — train = Kodak24 minus 3 held-out
+  photographs + McMaster (39), test = those 3 Kodak photographs + Set14 + the Set5 images not
+  in Set14 (20 images, RGB);
 * ``faces``: the CelebA sample (``celeba``), train = its train split (350), test = its
   test split (100 images, 89x109 RGB).
 

@@ -143,8 +143,10 @@ class RunOptions:
     progress: bool = True
 
 
-def cell_config(bench: Benchmark, row: Row, column: Column, epochs: Optional[int]) -> dict:
-    """Everything that makes two results of one cell comparable; hashed into the key."""
+def cell_config(bench: Benchmark, row: Row, column: Column, epochs: Optional[int], test_data: Optional[str] = None) -> dict:
+    """Everything that makes two results of one cell comparable; hashed into the key.
+    ``test_data``: fingerprint of the test images, for metrics whose test set is defined in
+    code (restoration image groups), so a changed split is never mistaken for a done cell."""
     from .checkpoints import config_hash
 
     cfg = {
@@ -158,6 +160,8 @@ def cell_config(bench: Benchmark, row: Row, column: Column, epochs: Optional[int
     }
     if row.pipeline != "model":  # absent for the default, so earlier keys stay valid
         cfg["pipeline"] = {"name": row.pipeline, **row.pipeline_kwargs}
+    if test_data is not None:
+        cfg["test_data"] = test_data
     return {"hash": config_hash(cfg), **cfg}
 
 
@@ -199,8 +203,13 @@ def run_benchmark(
         log(f"columns {derived} are read from other columns' records; nothing to run for them")
     done_keys = set(store.latest(bench.name)) if not opts.redo else set()
     new = []
+    test_fps: dict[str, str] = {}
     for column in cols:
         protocol = bench.protocol_for(column)
+        if bench.metric == "restoration" and column.dataset not in test_fps:
+            from .restoration import group_data
+
+            test_fps[column.dataset] = group_data(column.dataset, opts.data_dir)[3]
         for row in runnable:
             if column.id in row.skip_columns:
                 continue
@@ -211,7 +220,7 @@ def run_benchmark(
                     continue
             for seed in opts.seeds:
                 epochs = None if (row.user or not row.model) else int(opts.epochs or row.train.get("epochs", 10))
-                cfg = cell_config(bench, row, column, epochs)
+                cfg = cell_config(bench, row, column, epochs, test_fps.get(column.dataset))
                 key = cell_key(bench.name, row.id, column.id, seed, cfg["hash"])
                 if key in done_keys:
                     log(f"[{row.id}/{column.id}/seed {seed}] already in {store.path(bench.name)}, skipping")

@@ -429,9 +429,12 @@ def test_real_natural_split_has_no_leakage():
     root = _real("Kodak24")
     _real("Set14")
     train, test, desc = restoration_split("natural", data_dir=root)
-    assert (len(train), len(test)) == (42, 17) and train.channels == test.channels == 3
-    assert "Kodak24" in desc and "Set14" in desc and "butterfly" in desc
+    assert (len(train), len(test)) == (39, 20) and train.channels == test.channels == 3
+    assert "Kodak24" in desc and "Set14" in desc and "butterfly" in desc and "kodim23.png" in desc
     assert {f.split("/")[0] for f in train.files} == {"kodak24", "mcmaster"}
+    held = {f"kodak24/{f}" for f in restmod.KODAK_HELD_OUT}
+    assert held == set(test.files[:3]) and not held & set(train.files)
+    assert not set(train.files) & set(test.files)
     assert set(restmod.SET5_IN_SET14) == {"butterfly_GT.bmp", "head_GT.bmp"}
     assert not {f"set5/{f}" for f in restmod.SET5_IN_SET14} & set(test.files) and "set14/monarch.bmp" in test.files
     # 1. no identical image where sizes match
@@ -451,7 +454,7 @@ def test_real_natural_split_has_no_leakage():
     np.testing.assert_array_equal(im(s5, "head_GT.bmp")[:, 2:-2, 2:-2], im(s14, "face.bmp"))
     np.testing.assert_array_equal(im(s14, "monarch.bmp")[:, 144:400, 271:527], im(s5, "butterfly_GT.bmp"))
     gray_train, gray_test, _ = restoration_split("natural", gray=True, data_dir=root)
-    assert gray_train.channels == gray_test.channels == 1 and len(gray_test) == 17
+    assert gray_train.channels == gray_test.channels == 1 and len(gray_test) == 20
     p = train.crop_patches(48, 8, seed=0)
     assert p.images.shape == (8, 3, 48, 48) and np.array_equal(p.images, train.crop_patches(48, 8, seed=0).images)
 

@@ -27,6 +27,7 @@ title = "Tiny restoration"
 metric = "restoration"
 higher_is_better = true
 digits = 2
+figure_crop = 32
 source = "evalkit tests"
 default_columns = ["sr2-faces", "noise10-faces"]
 
@@ -118,6 +119,25 @@ def test_restoration_cells_and_report(tmp_path):
 
     written = write_report(bench, ResultStore(tmp_path / "res"), tmp_path / "rep")
     assert {"tinyrest-sr2-faces.png", "tinyrest-noise10-faces.png"} <= {p.name for p in written.values()}
+    assert "centre 32x32 crop" in written["md"].read_text()
+    # the key names the test images: a changed split is a new cell, not a done one
+    from evalkit.runner import cell_config
+
+    row, col = bench.row("median"), bench.column("noise10-faces")
+    assert cell_config(bench, row, col, None, "fp-a")["hash"] != cell_config(bench, row, col, None, "fp-b")["hash"]
+
+
+def test_centre_crop_of_target_and_sr_input():
+    from evalkit.report import _centre_crop
+
+    target = np.arange(3 * 40 * 60, dtype=np.int64).reshape(3, 40, 60)
+    np.testing.assert_array_equal(_centre_crop(target, 16, (40, 60)), target[:, 12:28, 22:38])
+    c = _centre_crop(target, 16, (40, 60), align=4)  # corner on the SR grid
+    np.testing.assert_array_equal(c, target[:, 12:28, 20:36])
+    low = target[:, ::4, ::4]  # an SR x4 input: the same region at a quarter of the size
+    np.testing.assert_array_equal(_centre_crop(low, 16, (40, 60), align=4), low[:, 3:7, 5:9])
+    np.testing.assert_array_equal(_centre_crop(low, 16, (40, 60), align=4), c[:, ::4, ::4])
+    assert _centre_crop(target, 100, (40, 60)).shape == (3, 40, 40)
 
 
 USER_RESTORER = '''

@@ -72,9 +72,22 @@ def sample_figures(bench: Benchmark, table: Table, records: list[dict], out_dir:
     return figs
 
 
+def _centre_crop(img: np.ndarray, size: int, like: tuple, align: int = 1) -> np.ndarray:
+    """The centre ``size`` x ``size`` crop of a target-sized image ``like`` = (H, W), taken from
+    ``img`` [C, h, w], which may be ``like`` reduced by an integer factor (an SR input). The
+    corner is a multiple of ``align`` (the SR factor), so every panel shows the same region."""
+    H, W = like
+    f = max(1, round(H / img.shape[1]))
+    size = min(size, H, W)
+    top, left = (H - size) // 2 // align * align, (W - size) // 2 // align * align
+    return img[:, top // f : (top + size) // f, left // f : (left + size) // f]
+
+
 def restoration_figures(bench: Benchmark, records: list[dict], out_dir: Path) -> list[tuple[str, str]]:
     """One figure per column: the first test image degraded, each row's restoration (with
-    its PSNR on that image) and the original, from the lowest seed's newest records."""
+    its PSNR on that image) and the original, from the lowest seed's newest records. The
+    spec's ``figure_crop`` (pixels) shows the centre crop of that size instead of the whole
+    image (an SR input is cropped at its own scale and shown enlarged)."""
     newest: dict[tuple, dict] = {}
     for rec in records:
         newest[(rec["row"], rec["column"], rec["seed"])] = rec
@@ -87,15 +100,20 @@ def restoration_figures(bench: Benchmark, records: list[dict], out_dir: Path) ->
         seed = min(r["seed"] for r in recs)
         recs = sorted((r for r in recs if r["seed"] == seed), key=lambda r: order.get(r["row"], 99))
         first = np.load(recs[0]["example_preview"])
-        panels = [("degraded input", first["input"])]
+        crop = bench.figure_crop
+        like = first["target"].shape[1:]
+        align = max(1, round(like[0] / first["input"].shape[1]))
+        view = (lambda a: _centre_crop(a, crop, like, align)) if crop else (lambda a: a)
+        panels = [("degraded input", view(first["input"]))]
         for r in recs:
             if r["row"] == "input":
                 continue
             psnr0 = (r.get("details") or {}).get("psnr", [None])[0]
-            panels.append((f"{r.get('row_label', r['row'])}" + (f"\n{psnr0:.2f} dB" if psnr0 is not None else ""), np.load(r["example_preview"])["output"]))
-        panels.append(("original", first["target"]))
+            panels.append((f"{r.get('row_label', r['row'])}" + (f"\n{psnr0:.2f} dB" if psnr0 is not None else ""), view(np.load(r["example_preview"])["output"])))
+        panels.append(("original", view(first["target"])))
         name = f"{bench.name}-{col.id}.png"
-        title = f"{col.label}: first test image (seed {seed})"
+        where = f"centre {min(crop, *like)}x{min(crop, *like)} crop of the first test image" if crop else "first test image"
+        title = f"{col.label}: {where} (seed {seed}; dB = PSNR of the whole image)"
         save_restoration_panel(panels, out_dir / name, title=title)
         figs.append((title, name))
     return figs
