@@ -19,6 +19,14 @@ REGISTRY: dict[str, str] = {
     "mlp_classifier": "reference_models.classifier:MLPClassifier",
     "vae": "reference_models.vae:VAE",
     "restoration_gan": "reference_models.restoration_gan:RestorationGAN",
+    "sparse_ae": "reference_models.autoencoders:SparseAE",
+    "denoising_ae": "reference_models.autoencoders:DenoisingAE",
+    "contractive_ae": "reference_models.autoencoders:ContractiveAE",
+    "dbn": "reference_models.dbn:DBN",
+    "dcgan": "reference_models.dcgan:DCGAN",
+    "vaegan": "reference_models.vaegan:VAEGAN",
+    "lpaae": "reference_models.lpaae:LearnedPriorAAE",
+    "gmmn_ae": "reference_models.gmmn_ae:GMMNAE",
 }
 
 
