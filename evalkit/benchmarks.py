@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from .errors import EvalkitError
 
-KNOWN_METRICS = {"parzen", "semi-supervised", "clustering", "restoration"}
+KNOWN_METRICS = {"parzen", "semi-supervised", "clustering", "restoration", "sample-quality"}
 
 
 def benchmarks_dir() -> Path:

@@ -293,8 +293,10 @@ def evaluate_parzen(
     device: Optional[str] = None,
     progress: bool = True,
     who: str = "model",
+    samples: Optional[torch.Tensor] = None,
 ) -> dict:
-    """Parzen protocol of MODELS.md §1 on one model: returns the record's measurement fields."""
+    """Parzen protocol of MODELS.md §1 on one model (or on given ``samples``): returns the
+    record's measurement fields."""
     from reference_models.training import pick_device
 
     from .metrics import parzen_log_likelihood
@@ -307,7 +309,8 @@ def evaluate_parzen(
         valid = valid.subset(slice(0, limit))
     n = int(protocol.get("n_samples", 10000))
     t0 = time.perf_counter()
-    samples = draw_samples(model, n, seed=int(protocol.get("sample_seed", 0)) + seed, device=dev, progress=progress)
+    if samples is None:
+        samples = draw_samples(model, n, seed=int(protocol.get("sample_seed", 0)) + seed, device=dev, progress=progress)
     t_sample = time.perf_counter() - t0
     check_samples(samples, test.image_shape, who)
     start, stop, num = protocol.get("sigma_grid", [-1.0, 0.0, 10])
@@ -328,6 +331,56 @@ def evaluate_parzen(
 # --------------------------------------------------------------------------------------
 # restoration
 # --------------------------------------------------------------------------------------
+def evaluate_sample_quality(
+    model,
+    *,
+    dataset: str,
+    protocol: dict,
+    seed: int,
+    data_dir: Optional[str] = None,
+    device: Optional[str] = None,
+    progress: bool = True,
+    who: str = "model",
+    cache_dir=None,
+    samples: Optional[torch.Tensor] = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Every sample-quality number of one model on one data set, from one set of samples:
+    the Parzen protocol of :func:`evaluate_parzen` (value = mean log-likelihood, pm = its
+    standard error) and, in ``details``, FD / KID / precision / recall / mode coverage of
+    the same samples against the test split in the feature space of evalkit's feature
+    network for ``dataset`` (:mod:`evalkit.features`; built once and cached when missing).
+
+    ``samples`` replaces the model's samples (the real-data calibration row: held-out images)."""
+    from .features import load_feature_net, sample_quality
+
+    n = int(protocol.get("n_samples", 10000))
+    if samples is None:
+        t0 = time.perf_counter()
+        samples = draw_samples(model, n, seed=int(protocol.get("sample_seed", 0)) + seed, device=_device_of(model, device), progress=progress)
+        t_sample = time.perf_counter() - t0
+    else:
+        samples, t_sample = samples[:n], 0.0
+    m = evaluate_parzen(None, dataset=dataset, protocol=protocol, seed=seed, data_dir=data_dir, device=device, progress=progress, who=who, samples=samples)
+    m["timings"]["sample_s"] = t_sample
+    test = ekdata.load(dataset, protocol.get("test_split", "test"), data_dir=data_dir)
+    try:
+        net = load_feature_net(dataset, cache_dir, data_dir, device=device, progress=progress)
+    except EvalkitError:
+        log(f"no cached feature network for {dataset}: building it once (evalkit features build {dataset})")
+        net = load_feature_net(dataset, cache_dir, data_dir, build_if_missing=True, device=device, progress=progress)
+    q = sample_quality(
+        samples, test.tensor(), net, seed=seed,
+        kid_subsets=int(protocol.get("kid_subsets", 100)), kid_subset_size=int(protocol.get("kid_subset_size", 1000)), k=int(protocol.get("pr_k", 3)),
+    )
+    m["timings"]["features_s"] = q.pop("seconds", None)
+    q["mode_counts"] = list(q.get("mode_counts", []))
+    m["details"].update(q)
+    m["details"]["parzen_ll"] = m["value"]
+    m["details"]["kid_x1000"] = 1000 * q["kid_mean"]
+    return m
+
+
 def evaluate_restoration(
     restore: Callable[[torch.Tensor], torch.Tensor],
     images: Sequence[torch.Tensor],

@@ -35,6 +35,7 @@ from .evaluation import (  # noqa: F401  (draw_samples/check_samples re-exported
     evaluate_classifier,
     evaluate_clusterer,
     evaluate_parzen,
+    evaluate_sample_quality,
     svm_on_codes,
 )
 from .results import ResultStore, cell_key
@@ -44,6 +45,7 @@ PIPELINES = {
     "semi-supervised": ("model", "svm-on-codes"),
     "clustering": ("model", "kmeans-on-pixels", "kmeans-on-codes"),
     "restoration": ("model", "baseline"),
+    "sample-quality": ("model", "real-data"),
 }
 
 
@@ -237,7 +239,7 @@ def run_benchmark(
 def _labels_for(bench: Benchmark, row: Row, protocol: dict, train: "ekdata.ImageSet", seed: int):
     """(labels for training, cache key of those labels, labelled subset indices or None)."""
     y = np.asarray(train.labels)
-    if bench.metric == "parzen":
+    if bench.metric in ("parzen", "sample-quality"):
         return None, None, None
     if bench.metric == "clustering" or row.pipeline == "svm-on-codes":
         return np.full_like(y, -1, dtype=np.int64), "none", None
@@ -279,6 +281,11 @@ def run_cell(bench, row, column, seed, epochs, protocol, cfg, key, opts: RunOpti
         m = {"value": None, "pm": None, "details": {"figure_only": True}, "timings": {}}
     elif bench.metric == "parzen":
         m = evaluate_parzen(model, seed=seed, progress=opts.progress, **common)
+    elif bench.metric == "sample-quality":
+        real = None
+        if row.pipeline == "real-data":  # calibration: held-out real images in place of samples
+            real = ekdata.load(column.dataset, row.pipeline_kwargs.get("split", "valid"), data_dir=opts.data_dir).tensor()
+        m = evaluate_sample_quality(model, seed=seed, progress=opts.progress, cache_dir=opts.cache_dir, samples=real, log=log, **common)
     elif bench.metric == "semi-supervised":
         if row.pipeline == "svm-on-codes":
             m = svm_on_codes(model, labelled=keep, svm=row.pipeline_kwargs.get("svm"), **common)

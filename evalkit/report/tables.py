@@ -144,6 +144,8 @@ def build_table(bench: Benchmark, records: list[dict], *, config_filter: Optiona
                 mean = statistics.fmean(vals)
                 if bench.pm_over == "seeds":
                     pm = statistics.stdev(vals) if len(vals) > 1 else None
+                elif c.field != "value":  # the record's pm belongs to its value, not to this field
+                    pm = None
                 else:
                     pms = [recs[s].get("pm") for s in sorted(recs)]
                     pm = statistics.fmean(p for p in pms if p is not None) if any(p is not None for p in pms) else None
