@@ -283,8 +283,14 @@ def run_cell(bench, row, column, seed, epochs, protocol, cfg, key, opts: RunOpti
         m = evaluate_parzen(model, seed=seed, progress=opts.progress, **common)
     elif bench.metric == "sample-quality":
         real = None
-        if row.pipeline == "real-data":  # calibration: held-out real images in place of samples
-            real = ekdata.load(column.dataset, row.pipeline_kwargs.get("split", "valid"), data_dir=opts.data_dir).tensor()
+        if row.pipeline == "real-data":  # calibration: real images that the protocol does not score, in place of samples
+            split = row.pipeline_kwargs.get("split", "train")
+            if split in (protocol.get("valid_split", "valid"), protocol.get("test_split", "test")):
+                raise EvalkitError(
+                    f"row {row.id!r}: real-data split {split!r} is the protocol's validation or test split; the Parzen sigma "
+                    f"would be chosen on the samples themselves. Use images the protocol does not score (split = \"train\")."
+                )
+            real = ekdata.load(column.dataset, split, data_dir=opts.data_dir).tensor()
         m = evaluate_sample_quality(model, seed=seed, progress=opts.progress, cache_dir=opts.cache_dir, samples=real, log=log, **common)
     elif bench.metric == "semi-supervised":
         if row.pipeline == "svm-on-codes":

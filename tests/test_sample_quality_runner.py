@@ -52,7 +52,7 @@ extra_field = "details.mode_kl"
 id = "real"
 label = "Real"
 pipeline = "real-data"
-pipeline_kwargs = { split = "valid" }
+pipeline_kwargs = { split = "train" }
 
 [[rows]]
 id = "gan"
@@ -105,3 +105,13 @@ def test_unknown_pipeline_for_sample_quality(tmp_path):
 
     with pytest.raises(EvalkitError, match="baseline"):
         run_benchmark(load_benchmark(str(p)), opts=RunOptions(results_dir=tmp_path / "r", cache_dir=tmp_path / "c", progress=False), log=lambda s: None)
+
+
+def test_real_data_row_must_not_use_scored_images(tmp_path):
+    from evalkit.errors import EvalkitError
+
+    p = tmp_path / "leak.toml"
+    p.write_text(SPEC.replace('pipeline_kwargs = { split = "train" }', 'pipeline_kwargs = { split = "valid" }'))
+    opts = RunOptions(results_dir=tmp_path / "r", cache_dir=tmp_path / "c", progress=False)
+    with pytest.raises(EvalkitError, match="sigma would be chosen on the samples"):
+        run_benchmark(load_benchmark(str(p)), rows=["real"], opts=opts, log=lambda s: None)
