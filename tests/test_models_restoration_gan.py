@@ -210,6 +210,24 @@ def test_loss_weights_are_honoured():
         assert math.isclose(lg["g_loss"], 0.3 * lg["l1"] + 2.0 * lg["g_adv"], rel_tol=1e-5)
 
 
+def test_l1_is_the_norm_of_each_image_error_or_the_pixel_mean():
+    x = smooth_images(4)
+    logs = {}
+    for red in ("sum", "mean"):
+        m = _build(l1_reduction=red, pretrain_l1_steps=1)
+        torch.manual_seed(3)
+        y_in = m.generator_input(m.degrade(x))
+        with torch.no_grad():
+            err = (m.generator(y_in) - x).abs()
+        torch.manual_seed(3)
+        logs[red] = m.train_step(x, None, step=0, epoch=0, optimizers=m.configure_optimizers())["l1"]
+        want = err.flatten(1).sum(1).mean() if red == "sum" else err.mean()
+        assert math.isclose(logs[red], float(want), rel_tol=1e-5)
+    assert math.isclose(logs["sum"], logs["mean"] * x[0].numel(), rel_tol=1e-5)
+    with pytest.raises(ValueError, match="l1_reduction"):
+        _build(l1_reduction="max")
+
+
 @pytest.mark.parametrize("adv_weight, same", [(0.0, True), (0.1, False)])
 def test_generator_update_ignores_d_without_adversarial_weight(adv_weight, same):
     """adv_weight = 0: G's trajectory is the same whatever D's initialisation."""
