@@ -202,3 +202,11 @@ def user_pkg(tmp_path, monkeypatch) -> str:
     yield "mypkg.mod"
     for name in [m for m in sys.modules if m == "mypkg" or m.startswith("mypkg.")]:
         sys.modules.pop(name, None)
+
+
+@pytest.fixture(scope="module")
+def digits16(digits_train) -> torch.Tensor:
+    """64 digits, bilinearly upsampled to 16x16, in [0, 1]."""
+    import torch.nn.functional as F
+
+    return F.interpolate(digits_train[:64], size=(16, 16), mode="bilinear", align_corners=False).clamp(0, 1)

@@ -10,7 +10,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import reference_models
@@ -18,29 +17,15 @@ from evalkit.checkpoints import load_evalkit_checkpoint
 from reference_models.dcgan import DCGAN, layer_plan, stride2_padding
 from reference_models.improved_gan import MinibatchDiscrimination
 from reference_models.training import TrainConfig, fit
+from helpers import param_snapshot as _params, changed_params as _changed  # noqa: E402
 
 TINY = {"image_shape": [1, 16, 16], "z_dim": 8, "g_channels": 4, "d_channels": 4}
 MD = {"minibatch_discrimination": True, "md_kernels": 6, "md_dim": 3}
 
 
-@pytest.fixture(scope="module")
-def digits16(digits_train) -> torch.Tensor:
-    """64 digits, bilinearly upsampled to 16x16, in [0, 1]."""
-    return F.interpolate(digits_train[:64], size=(16, 16), mode="bilinear", align_corners=False).clamp(0, 1)
-
-
 def _build(seed=0, **kw) -> DCGAN:
     torch.manual_seed(seed)
     return DCGAN(**{**TINY, **kw})
-
-
-def _params(module: nn.Module) -> dict[str, torch.Tensor]:
-    """Trainable parameters only (BatchNorm running averages move on every forward in train mode)."""
-    return {k: v.detach().clone() for k, v in module.named_parameters()}
-
-
-def _changed(before: dict, module: nn.Module) -> set[str]:
-    return {k for k, v in module.named_parameters() if not torch.equal(before[k], v)}
 
 
 def _cfg(epochs, **kw):

@@ -10,6 +10,7 @@ import torch
 import reference_models
 from reference_models.lpaae import LearnedPriorAAE
 from reference_models.training import TrainConfig, fit
+from helpers import state_snapshot as _params, moved_networks as _moved, linear_sizes as _linear_sizes, gen as _g  # noqa: E402
 
 TINY = {
     "image_shape": [1, 8, 8], "code_dim": 2, "noise_dim": 2, "hidden": [32], "cg_hidden": [16],
@@ -25,24 +26,6 @@ def _build(**kw) -> LearnedPriorAAE:
 
 def _fit(model, x, epochs=4, run_dir=None):
     return fit(model, x, None, TrainConfig(epochs=epochs, batch_size=20, seed=0, progress=False), run_dir=run_dir)
-
-
-def _params(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def _moved(before, model) -> set[str]:
-    """The networks (state-dict prefixes) whose parameters changed since ``before``."""
-    after = model.state_dict()
-    return {k.split(".", 1)[0] for k in before if not torch.equal(before[k], after[k])}
-
-
-def _linear_sizes(seq) -> list[tuple[int, int]]:
-    return [(m.in_features, m.out_features) for m in seq if isinstance(m, torch.nn.Linear)]
-
-
-def _g(seed):
-    return torch.Generator().manual_seed(seed)
 
 
 # ----------------------------------------------------------------------------- construction

@@ -11,37 +11,22 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import reference_models
 from evalkit.checkpoints import load_evalkit_checkpoint
 from reference_models.training import TrainConfig, fit
 from reference_models.vaegan import VAEGAN
+from helpers import param_snapshot as _params, changed_params as _changed  # noqa: E402
 
 TINY = {"image_shape": [1, 16, 16], "z_dim": 4, "enc_channels": [4, 8], "enc_fc": 16, "dec_channels": [8, 4],
         "dis_channels": [4, 8, 8], "dis_fc": 8, "llike_layer": 3}
 LOG_KEYS = {"kl", "llike", "dec_gan", "real_cost", "fake_cost", "dis_updated", "dec_updated"}
 
 
-@pytest.fixture(scope="module")
-def digits16(digits_train) -> torch.Tensor:
-    """64 digits, bilinearly upsampled to 16x16, in [0, 1]."""
-    return F.interpolate(digits_train[:64], size=(16, 16), mode="bilinear", align_corners=False).clamp(0, 1)
-
-
 def _build(seed=0, **kw) -> VAEGAN:
     torch.manual_seed(seed)
     return VAEGAN(**{**TINY, **kw})
-
-
-def _params(module: nn.Module) -> dict[str, torch.Tensor]:
-    """Trainable parameters only (BatchNorm running averages move on every forward in train mode)."""
-    return {k: v.detach().clone() for k, v in module.named_parameters()}
-
-
-def _changed(before: dict, module: nn.Module) -> set[str]:
-    return {k for k, v in module.named_parameters() if not torch.equal(before[k], v)}
 
 
 def _nets(m: VAEGAN) -> dict[str, nn.Module]:

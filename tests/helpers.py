@@ -1,0 +1,33 @@
+"""Small helpers shared by the reference-model tests (imported as ``helpers``)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def state_snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of every state-dict entry (parameters and buffers)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def moved_networks(before: dict, model: nn.Module) -> set[str]:
+    """The networks (first state-dict name component) whose state changed since ``before``."""
+    after = model.state_dict()
+    return {k.split(".", 1)[0] for k in before if not torch.equal(before[k], after[k])}
+
+
+def param_snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Trainable parameters only (BatchNorm running averages move on every forward in train mode)."""
+    return {k: v.detach().clone() for k, v in module.named_parameters()}
+
+
+def changed_params(before: dict, module: nn.Module) -> set[str]:
+    return {k for k, v in module.named_parameters() if not torch.equal(before[k], v)}
+
+
+def linear_sizes(mods) -> list[tuple[int, int]]:
+    return [(m.in_features, m.out_features) for m in mods if isinstance(m, nn.Linear)]
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
