@@ -59,6 +59,7 @@ class Row:
     skip_columns: list = field(default_factory=list)  # columns this row is not run on (footnoted)
     skip_notes: dict = field(default_factory=dict)  # column id -> why
     figure_only: bool = False  # trained for the report's figures only; no table row
+    calibration: bool = False  # a reference point (e.g. real data): never marked best
     empty_note: Optional[str] = None  # footnote on the row's cells while it has no results at all
 
     def kwargs_for(self, dataset: str) -> dict:
@@ -157,6 +158,7 @@ def parse(data: dict, path: Optional[Path] = None) -> Benchmark:
                 skip_columns=list(r.get("skip_columns", {})),
                 skip_notes=dict(r.get("skip_columns", {})),
                 figure_only=bool(r.get("figure_only", False)),
+                calibration=bool(r.get("calibration", False)),
                 empty_note=r.get("empty_note"),
             )
         )
