@@ -27,6 +27,11 @@ REGISTRY: dict[str, str] = {
     "vaegan": "reference_models.vaegan:VAEGAN",
     "lpaae": "reference_models.lpaae:LearnedPriorAAE",
     "gmmn_ae": "reference_models.gmmn_ae:GMMNAE",
+    "gasa": "reference_models.gasa:GASA",
+    "gan_ae": "reference_models.gasa:GANAutoencoder",
+    "conv_ae": "reference_models.gasa:ConvAutoencoder",
+    "emotion_cnn": "reference_models.emotion:EmotionCNN",
+    "resnet34": "reference_models.emotion:ResNet34Classifier",
 }
 
 

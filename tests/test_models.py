@@ -202,3 +202,11 @@ def test_aae_prior_scale():
     z = m.prior(4000, "cpu", torch.Generator().manual_seed(0))
     assert z.shape == (4000, AAE_TINY["z_dim"])
     assert abs(float(z.std()) - 5.0) < 0.25
+
+
+def test_every_registered_model_imports_and_says_what_it_is():
+    d = {m["name"]: m for m in reference_models.describe()}
+    assert set(d) == set(reference_models.REGISTRY)
+    broken = {n: m["description"] for n, m in d.items() if m["description"].startswith("unavailable")}
+    assert not broken, broken
+    assert all(m["description"] for m in d.values())
