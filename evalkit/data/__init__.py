@@ -15,6 +15,7 @@ from .restoration import restoration_split
 from .registry import DATASETS, SPLITS, DatasetSpec, FileSpec, FileStatus, describe, get_spec, load, names, verify
 from .fetch import fetch
 from .subsets import labelled_subset, masked_labels, subset_fingerprint
+from .face_tasks import TASKS as FACE_TASKS, PairSet, pose_pairs, task_pairs, yaw_warp  # noqa: F401  (paired GASA face tasks)
 
 __all__ = [
     "DATASETS", "SPLITS", "DataError", "DatasetSpec", "FileSpec", "FileStatus", "ImageList", "ImageSet",
