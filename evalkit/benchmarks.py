@@ -61,9 +61,15 @@ class Row:
     figure_only: bool = False  # trained for the report's figures only; no table row
     calibration: bool = False  # a reference point (e.g. real data): never marked best
     empty_note: Optional[str] = None  # footnote on the row's cells while it has no results at all
+    train_by_dataset: dict = field(default_factory=dict)  # dataset -> training settings overriding ``train``
 
     def kwargs_for(self, dataset: str) -> dict:
         return {**self.model_kwargs, **self.model_by_dataset.get(dataset, {})}
+
+    def train_for(self, dataset: str) -> dict:
+        """Training settings (epochs, batch_size, ...) on ``dataset``: ``train`` with
+        ``[rows.train_by_dataset.<dataset>]`` on top (a 280-image face set needs more epochs)."""
+        return {**self.train, **self.train_by_dataset.get(dataset, {})}
 
 
 @dataclass
@@ -150,6 +156,7 @@ def parse(data: dict, path: Optional[Path] = None) -> Benchmark:
                 model_kwargs=dict(r.get("model_kwargs", {})),
                 model_by_dataset=dict(r.get("model_by_dataset", {})),
                 train=dict(r.get("train", {})),
+                train_by_dataset={k: dict(v) for k, v in r.get("train_by_dataset", {}).items()},
                 published={k: (list(v) if isinstance(v, (list, tuple)) else [v]) for k, v in pub.items()},
                 published_notes=dict(r.get("published_notes", {})),
                 footnote=r.get("footnote"),

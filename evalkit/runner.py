@@ -93,7 +93,7 @@ def train_or_reuse(
     else:
         split = f"{split}:{train_set.fingerprint[:16]}"
     kwargs = {"image_shape": list(train_set.image_shape), **row.kwargs_for(dataset), **(extra_kwargs or {})}
-    batch_size = int(row.train.get("batch_size", 100))
+    batch_size = int(row.train_for(dataset).get("batch_size", 100))
     rdir = run_dir(
         cache_dir or default_cache_dir(), model=row.model, model_kwargs=kwargs, dataset=dataset, split=split,
         batch_size=batch_size, seed=seed, labels=label_key,
@@ -157,7 +157,7 @@ def cell_config(bench: Benchmark, row: Row, column: Column, epochs: Optional[int
         "model": row.model or row.checkpoint,
         "model_kwargs": row.kwargs_for(column.dataset),
         "epochs": epochs,
-        "batch_size": row.train.get("batch_size"),
+        "batch_size": row.train_for(column.dataset).get("batch_size"),
         "checkpoint": row.checkpoint,
     }
     if row.pipeline != "model":  # absent for the default, so earlier keys stay valid
@@ -221,7 +221,7 @@ def run_benchmark(
                 if not applicable(row, protocol):
                     continue
             for seed in opts.seeds:
-                epochs = None if (row.user or not row.model) else int(opts.epochs or row.train.get("epochs", 10))
+                epochs = None if (row.user or not row.model) else int(opts.epochs or row.train_for(column.dataset).get("epochs", 10))
                 cfg = cell_config(bench, row, column, epochs, test_fps.get(column.dataset))
                 key = cell_key(bench.name, row.id, column.id, seed, cfg["hash"])
                 if key in done_keys:

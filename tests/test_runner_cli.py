@@ -267,3 +267,14 @@ def test_unknown_and_published_only_rows(tiny_toml, dirs):
 def test_checkpoint_needs_model(tiny_toml, dirs):
     r = cli(*run_args(tiny_toml, dirs, "--checkpoint", "x.pt"))
     assert r.exit_code == 2 and "--checkpoint needs --model" in r.output
+
+
+def test_train_by_dataset_overrides_epochs_on_that_dataset(tiny_toml, dirs):
+    text = Path(tiny_toml).read_text().replace("[rows.train]\nepochs = 3\n", "[rows.train]\nepochs = 3\n[rows.train_by_dataset.digits]\nepochs = 1\n", 1)
+    Path(tiny_toml).write_text(text)
+    bench = load_benchmark(str(tiny_toml))
+    gan = bench.row("gan")
+    assert gan.train_for("digits")["epochs"] == 1 and gan.train_for("mnist")["epochs"] == 3
+    opts = runner.RunOptions(results_dir=dirs["results"], cache_dir=dirs["cache"], progress=False)
+    (rec,) = runner.run_benchmark(bench, rows=["gan"], opts=opts, log=lambda s: None)
+    assert rec["train"]["epochs"] == 1
