@@ -142,6 +142,7 @@ class TrainState:
     step: int = 0
     wall_time: float = 0.0
     history: list = field(default_factory=list)
+    epoch_wall_s: list = field(default_factory=list)  # cumulative training seconds at the end of each epoch
 
 
 def _checkpoint(model, optimizers, state: TrainState, config: TrainConfig, device, extra: dict) -> dict:
@@ -155,6 +156,7 @@ def _checkpoint(model, optimizers, state: TrainState, config: TrainConfig, devic
         "epoch": state.epoch,
         "step": state.step,
         "history": state.history,
+        "epoch_wall_s": state.epoch_wall_s,
         "train_config": config.to_dict(),
         "rng": {
             "torch": torch.get_rng_state(),
@@ -229,7 +231,7 @@ def fit(
             model.to(device)
             for k, o in optimizers.items():
                 o.load_state_dict(ck["optimizers"][k])
-            state = TrainState(ck["epoch"], ck["step"], ck["provenance"].get("wall_time_s", 0.0), list(ck["history"]))
+            state = TrainState(ck["epoch"], ck["step"], ck["provenance"].get("wall_time_s", 0.0), list(ck["history"]), list(ck.get("epoch_wall_s", [])))
             torch.set_rng_state(ck["rng"]["torch"])
             if ck["rng"].get("cuda") is not None and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
@@ -285,6 +287,7 @@ def fit(
             if any(not math.isfinite(v) for v in means.values()):
                 raise FloatingPointError(f"training diverged at epoch {state.epoch}: losses {means}")
             state.history.append({"epoch": state.epoch, **means})
+            state.epoch_wall_s.append(round(state.wall_time, 3))
             if config.progress:
                 say(f"epoch {state.epoch}/{config.epochs} " + " ".join(f"{k}={v:.4g}" for k, v in means.items()))
             final = state.epoch >= config.epochs

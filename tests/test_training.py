@@ -201,3 +201,16 @@ def test_last_checkpoint_is_time_based(digits200, tmp_path):
     finally:
         tr.atomic_save = orig
     assert saved.count("last.pt") == 1 and _load(tmp_path / "r" / "last.pt")["epoch"] == 3
+
+
+def test_epoch_wall_times_are_cumulative_and_survive_resume(digits200, tmp_path):
+    import reference_models
+
+    m = reference_models.build("gan", image_shape=[1, 8, 8], g_hidden=[16], d_units=8, d_pieces=2)
+    fit(m, digits200, None, TrainConfig(epochs=2, batch_size=50, progress=False), tmp_path)
+    first = list(m.train_state_.epoch_wall_s)
+    assert len(first) == 2 and 0 < first[0] <= first[1]
+    m2 = reference_models.build("gan", image_shape=[1, 8, 8], g_hidden=[16], d_units=8, d_pieces=2)
+    fit(m2, digits200, None, TrainConfig(epochs=3, batch_size=50, progress=False), tmp_path)  # resumes at epoch 2
+    assert m2.train_state_.epoch_wall_s[:2] == first and len(m2.train_state_.epoch_wall_s) == 3
+    assert m2.train_state_.epoch_wall_s[2] >= first[1]
