@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from .errors import EvalkitError
 
-KNOWN_METRICS = {"parzen", "semi-supervised", "clustering", "restoration", "sample-quality"}
+KNOWN_METRICS = {"parzen", "semi-supervised", "clustering", "restoration", "sample-quality", "reconstruction"}
 
 
 def benchmarks_dir() -> Path:

@@ -46,6 +46,7 @@ PIPELINES = {
     "clustering": ("model", "kmeans-on-pixels", "kmeans-on-codes"),
     "restoration": ("model", "baseline"),
     "sample-quality": ("model", "real-data"),
+    "reconstruction": ("model", "identity"),
 }
 
 
@@ -208,10 +209,8 @@ def run_benchmark(
     test_fps: dict[str, str] = {}
     for column in cols:
         protocol = bench.protocol_for(column)
-        if bench.metric == "restoration" and column.dataset not in test_fps:
-            from .restoration import group_data
-
-            test_fps[column.dataset] = group_data(column.dataset, opts.data_dir)[3]
+        if bench.metric in ("restoration", "reconstruction") and column.dataset not in test_fps:
+            test_fps[column.dataset] = _test_fingerprint(bench, column, protocol, opts)
         for row in runnable:
             if column.id in row.skip_columns:
                 continue
@@ -236,6 +235,18 @@ def run_benchmark(
     return new
 
 
+def _test_fingerprint(bench, column, protocol, opts: RunOptions) -> str:
+    """Fingerprint of a column's test images where the test set is defined in code (restoration
+    image groups, paired face tasks): part of the cell key, so a changed split is a new cell."""
+    if bench.metric == "restoration":
+        from .restoration import group_data
+
+        return group_data(column.dataset, opts.data_dir)[3]
+    from .data.face_tasks import task_pairs
+
+    return task_pairs(column.dataset, "test", size=protocol.get("size"), data_dir=opts.data_dir).fingerprint
+
+
 def _labels_for(bench: Benchmark, row: Row, protocol: dict, train: "ekdata.ImageSet", seed: int):
     """(labels for training, cache key of those labels, labelled subset indices or None)."""
     y = np.asarray(train.labels)
@@ -253,8 +264,14 @@ def _labels_for(bench: Benchmark, row: Row, protocol: dict, train: "ekdata.Image
 def run_cell(bench, row, column, seed, epochs, protocol, cfg, key, opts: RunOptions, log) -> dict:
     t0 = time.perf_counter()
     dev = pick_device(opts.device)
-    if bench.metric == "restoration":
-        m, loaded, trained_info = restoration_cell(bench, row, column, seed, epochs, protocol, opts, log)
+    if bench.metric in ("restoration", "reconstruction"):
+        if bench.metric == "restoration":
+            m, loaded, trained_info = restoration_cell(bench, row, column, seed, epochs, protocol, opts, log)
+        else:
+            from .reconstruction import reconstruction_cell
+
+            m, loaded, trained_info = reconstruction_cell(bench, row, column, seed, epochs, protocol, opts, log)
+        m["example_preview"] = _save_example(bench, row, column, seed, m.pop("_example"), opts)
         return _record(bench, row, column, seed, cfg, key, m, loaded, trained_info, {}, dev, t0)
     split = protocol.get("train_split", "train")
     train = ekdata.load(column.dataset, split, data_dir=opts.data_dir)
@@ -348,13 +365,16 @@ def restoration_cell(bench, row, column, seed, epochs, protocol, opts: RunOption
     )
     m["details"].update(method=method, data=desc)
     m["data"] = {"group": column.dataset, "test": test_fp}
-    example = m.pop("_example")
+    return m, loaded, trained_info
+
+
+def _save_example(bench, row, column, seed, example, opts: RunOptions) -> str:
+    """The first test image's (input, output, target) beside the store, for the report's panels."""
     sdir = Path(opts.results_dir) / bench.name
     sdir.mkdir(parents=True, exist_ok=True)
     path = sdir / f"example-{row.id}-{column.id}-seed{seed}.npz"
     np.savez(path, input=example[0], output=example[1], target=example[2])
-    m["example_preview"] = str(path)
-    return m, loaded, trained_info
+    return str(path)
 
 
 def _record(bench, row, column, seed, cfg, key, m, loaded, trained_info, previews, dev, t0) -> dict:

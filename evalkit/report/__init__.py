@@ -128,7 +128,8 @@ def write_report(bench: Benchmark, store: ResultStore, out_dir: Path, formats=("
     written: dict[str, Path] = {}
     figs = []
     if figures:
-        figs = restoration_figures(bench, records, out_dir) if bench.metric == "restoration" else sample_figures(bench, table, records, out_dir)
+        paired = bench.metric in ("restoration", "reconstruction")
+        figs = restoration_figures(bench, records, out_dir) if paired else sample_figures(bench, table, records, out_dir)
     if "md" in formats:
         p = out_dir / f"{bench.name}.md"
         p.write_text(to_markdown(table, figures=figs))

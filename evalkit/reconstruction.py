@@ -1,0 +1,185 @@
+"""Reconstruction cells (the GASA table): train an image-to-image model on paired faces of a
+task, then score its outputs on the task's test pairs.
+
+A ``reconstruction`` column names a paired face task of :mod:`evalkit.data.face_tasks`
+(``illumination-yale``: side-lit -> evenly lit Yale faces; ``pose-ckplus48`` /
+``pose-jaffe``: a seeded synthetic yaw warp -> the frontal original), all split by subject,
+so no test person is ever seen in training. A row is
+
+* a model (``gasa``, ``gan_ae``, ``conv_ae``, or a user model with ``restore(y)``): trained
+  on the task's training pairs, given as ``x = cat([input, target], dim=1)`` (the convention
+  of :mod:`reference_models.gasa`), with an ``epoch_<E>.pt`` snapshot after every epoch;
+* ``pipeline = "identity"``: the input itself, the reference point every model must beat.
+
+Measured per cell: PSNR (dB, MAX = 1) and SSIM of ``restore(input)`` against the target,
+per test pair, averaged; the model's validation MSE after every epoch against its cumulative
+training seconds (``details.curve``), and from it ``details.time_to_target_s``: the training
+time at which the validation MSE first reaches the column's ``target_mse`` (None if never),
+so methods are compared at the same reconstruction error, not the same epoch count.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+
+from .errors import EvalkitError
+
+
+@dataclass(frozen=True)
+class PairTrainingSet:
+    """Training pairs in the form the runner's ``train_or_reuse`` takes (float images kept as
+    they are, not quantised to uint8 like an ImageSet): ``[N, 2C, S, S]`` stacks, input
+    channels first, then target (the convention of :mod:`reference_models.gasa`)."""
+
+    stacked: torch.Tensor
+    fingerprint: str
+
+    @property
+    def image_shape(self) -> tuple:
+        return tuple(self.stacked.shape[1:])
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.zeros(len(self.stacked), np.int64)
+
+    def tensor(self) -> torch.Tensor:
+        return self.stacked
+
+
+def pair_training_set(pairs) -> PairTrainingSet:
+    return PairTrainingSet(pairs.stacked().float(), pairs.fingerprint)
+
+
+def batched_restore(restore: Callable, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
+    with torch.no_grad():
+        out = [torch.as_tensor(restore(x[i : i + batch])).detach().float().cpu() for i in range(0, len(x), batch)]
+    return torch.cat(out)
+
+
+def score_pairs(restore: Callable, inputs: torch.Tensor, targets: torch.Tensor, who: str) -> dict:
+    """PSNR / SSIM of ``restore(inputs)`` against ``targets`` per pair (checked: shape, finite, [0, 1])."""
+    from .metrics import psnr, ssim
+
+    out = batched_restore(restore, inputs)
+    if out.shape != targets.shape:
+        raise EvalkitError(f"{who}: restore() returned shape {tuple(out.shape)} for targets of shape {tuple(targets.shape)}")
+    if not torch.isfinite(out).all():
+        raise EvalkitError(f"{who}: restore() returned NaN or infinite values")
+    if float(out.min()) < 0 or float(out.max()) > 1:
+        raise EvalkitError(f"{who}: restore() returned values outside [0, 1]; clamp the output")
+    p = [float(v) for v in psnr(out, targets)]
+    s = [float(v) for v in ssim(out, targets)]
+    return {"psnr": p, "ssim": s, "mse": float(((out - targets) ** 2).mean()), "outputs": out}
+
+
+def validation_curve(run_dir, epochs: int, valid, device) -> list:
+    """``[[cumulative training seconds, validation MSE], ...]`` for epochs 1..``epochs`` from the
+    run's per-epoch snapshots. The curve is cached in the run directory
+    (``valid_curve-<valid fingerprint>.json``) and the intermediate snapshots are then deleted
+    (each holds the optimiser state too), keeping ``epoch_<epochs>.pt`` and ``last.pt``."""
+    import json
+
+    from .checkpoints import load_evalkit_checkpoint
+
+    cache = run_dir / f"valid_curve-{valid.fingerprint[:16]}.json"
+    curve = json.loads(cache.read_text()) if cache.exists() else []
+    if len(curve) >= epochs:
+        return curve[:epochs]
+    for e in range(len(curve) + 1, epochs + 1):  # a longer run extends the cached curve
+        p = run_dir / f"epoch_{e}.pt"
+        if not p.exists():
+            continue
+        loaded = load_evalkit_checkpoint(p, device)
+        walls = torch.load(p, map_location="cpu", weights_only=False).get("epoch_wall_s") or []
+        if len(walls) < e:
+            continue
+        out = batched_restore(loaded.model.restore, valid.inputs)
+        curve.append([float(walls[e - 1]), float(((out - valid.targets) ** 2).mean())])
+    if len(curve) == epochs:  # complete: cache it and drop the intermediate snapshots
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps(curve))
+        tmp.replace(cache)
+        for e in range(1, epochs):
+            (run_dir / f"epoch_{e}.pt").unlink(missing_ok=True)
+    return curve
+
+
+def target_mse(protocol: dict, valid) -> Optional[float]:
+    """The reconstruction error every method is timed to: ``target_fraction`` (protocol) times the
+    validation MSE of the input itself (e.g. 0.5: halve the input's error); None without it."""
+    frac = protocol.get("target_fraction")
+    if frac is None:
+        return None
+    return float(frac) * float(((valid.inputs - valid.targets) ** 2).mean())
+
+
+def time_to_target(curve: list, target: Optional[float]) -> Optional[float]:
+    """Training seconds at which the validation MSE first drops to ``target`` (None: never / no target)."""
+    if target is None:
+        return None
+    for wall, mse in curve:
+        if mse <= target:
+            return wall
+    return None
+
+
+def reconstruction_cell(bench, row, column, seed, epochs, protocol, opts, log):
+    """(measurement fields, loaded model or None, training info) of one reconstruction cell."""
+    from reference_models.training import pick_device
+
+    from .checkpoints import load_model
+    from .data.face_tasks import task_pairs
+    from .runner import train_or_reuse
+
+    task, size = column.dataset, protocol.get("size")
+    pairs = {s: task_pairs(task, s, size=size, data_dir=opts.data_dir) for s in ("train", "valid", "test")}
+    test, valid = pairs["test"], pairs["valid"]
+    dev = pick_device(opts.device)
+    loaded, trained_info, curve = None, {"epochs": None, "trained_now": False, "train_s": None}, []
+    if row.user:
+        loaded = load_model(row.model, row.checkpoint, dev)
+        restore, who = loaded.model.restore, f"user model {row.model}"
+    elif row.pipeline == "identity":
+        restore, who = (lambda y: y.clamp(0, 1)), "identity (the input itself)"
+    else:
+        tr = train_or_reuse(
+            row, task, "train", seed, epochs, train_set=pair_training_set(pairs["train"]),
+            extra_kwargs={"image_shape": list(test.image_shape)}, cache_dir=opts.cache_dir, data_dir=opts.data_dir,
+            device=opts.device, progress=opts.progress, snapshot_every=1, log=log,
+        )
+        loaded = tr.loaded
+        restore, who = loaded.model.restore, f"reference model {row.model}"
+        trained_info = {"epochs": tr.epochs, "trained_now": tr.trained_now, "train_s": tr.train_seconds, "pairs": pairs["train"].fingerprint}
+        t1 = time.perf_counter()
+        curve = validation_curve(tr.path.parent, epochs, valid, dev)
+        trained_info["curve_eval_s"] = time.perf_counter() - t1
+    t0 = time.perf_counter()
+    sc = score_pairs(restore, test.inputs, test.targets, who)
+    target = target_mse(protocol, valid)
+    out = sc.pop("outputs")
+    m = {
+        "value": float(np.mean(sc["psnr"])),
+        "pm": None,
+        "details": {
+            "psnr": sc["psnr"],
+            "ssim": float(np.mean(sc["ssim"])),
+            "ssim_per_pair": sc["ssim"],
+            "test_mse": sc["mse"],
+            "n_pairs": len(test),
+            "task": task,
+            "data": test.description,
+            "curve": curve,
+            "final_valid_mse": curve[-1][1] if curve else None,
+            "target_mse": target,
+            "time_to_target_s": time_to_target(curve, target),
+        },
+        "data": {"task": task, "train": pairs["train"].fingerprint, "valid": valid.fingerprint, "test": test.fingerprint},
+        "timings": {"eval_s": time.perf_counter() - t0},
+    }
+    u8 = lambda a: (a.clamp(0, 1) * 255).round().to(torch.uint8).numpy()  # noqa: E731
+    m["_example"] = (u8(test.inputs[0]), u8(out[0]), u8(test.targets[0]))
+    return m, loaded, trained_info
