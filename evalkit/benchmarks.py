@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from .errors import EvalkitError
 
-KNOWN_METRICS = {"parzen", "semi-supervised", "clustering", "restoration", "sample-quality", "reconstruction"}
+KNOWN_METRICS = {"parzen", "semi-supervised", "clustering", "restoration", "sample-quality", "reconstruction", "emotion"}
 
 
 def benchmarks_dir() -> Path:
@@ -89,6 +89,7 @@ class Benchmark:
     pm_over: str = "protocol"  # "protocol": the metric's own ± averaged over seeds; "seeds": std over seeds
     digits: Optional[int] = None  # decimals of reproduced values (None: automatic)
     figure_crop: int = 0  # restoration figures: centre crop of this many pixels (0: whole image); not hashed
+    transpose: str = ""  # non-empty: render rows = columns (this is the label column's header), columns = rows
 
     def column(self, cid: str) -> Column:
         for c in self.columns:
@@ -187,6 +188,7 @@ def parse(data: dict, path: Optional[Path] = None) -> Benchmark:
         pm_over=data.get("pm_over", "protocol"),
         digits=data.get("digits"),
         figure_crop=int(data.get("figure_crop", 0)),
+        transpose=str(data.get("transpose", "")),
     )
 
 

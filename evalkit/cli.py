@@ -311,6 +311,36 @@ def eval_restoration(spec, checkpoint, task, dataset, seed, channel, crop_border
     )
 
 
+@eval_group.command(name="emotion")
+@click.option("--model", "spec", required=True, help="Model spec offering predict_logits(x) -> [N, 7]: reference name, pkg.mod:factory, or a .pt file.")
+@click.option("--checkpoint", default=None, help="Weights (state dict or evalkit checkpoint).")
+@click.option("--dataset", type=click.Choice(["ckplus48", "jaffe"]), default="ckplus48", show_default=True)
+@click.option("--size", type=int, default=None, help="Square input size (default: the emotion table's, 48 for ckplus48, 64 for jaffe).")
+@click.option("--device", default=None)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_friendly_errors
+def eval_emotion(spec, checkpoint, dataset, size, device, data_dir, as_json):
+    """Per-emotion accuracy of a user classifier on the test subjects (the emotion tables' protocol).
+
+    Images are gray, centre-cropped and resized to SIZE, in [0, 1]; the test subjects are never
+    in the training split (`evalkit.data.load(dataset, "train")` is what a model may train on).
+    """
+    from .checkpoints import load_model
+    from .emotion import emotion_split, score_classifier
+    from reference_models.training import pick_device
+
+    size = size or {"ckplus48": 48, "jaffe": 64}[dataset]
+    loaded = load_model(spec, checkpoint, pick_device(device))
+    x, y, classes, fp = emotion_split(dataset, "test", size, data_dir)
+    m = score_classifier(loaded.model, x, y, classes, f"model {spec}")
+    m["data"] = {"dataset": dataset, "test": fp, "size": size}
+    out = {"model": spec, "checkpoint": checkpoint, "checkpoint_sha256": loaded.checkpoint_sha256, **m}
+    per = ", ".join(f"{c} {v:.1f}" for c, v in m["details"]["per_class"].items())
+    _print_or_json(out, as_json, f"{dataset} test subjects ({m['details']['n_test']} images, {size}x{size}): mean per-emotion accuracy "
+                   f"{m['value']:.2f}% (overall {m['details']['overall_accuracy_pct']:.2f}%); {per}")
+
+
 @main.command(name="list")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
 @_friendly_errors

@@ -47,6 +47,7 @@ PIPELINES = {
     "restoration": ("model", "baseline"),
     "sample-quality": ("model", "real-data"),
     "reconstruction": ("model", "identity"),
+    "emotion": ("model", "gasa-pretrained"),
 }
 
 
@@ -264,6 +265,11 @@ def _labels_for(bench: Benchmark, row: Row, protocol: dict, train: "ekdata.Image
 def run_cell(bench, row, column, seed, epochs, protocol, cfg, key, opts: RunOptions, log) -> dict:
     t0 = time.perf_counter()
     dev = pick_device(opts.device)
+    if bench.metric == "emotion":
+        from .emotion import emotion_cell
+
+        m, loaded, trained_info = emotion_cell(bench, row, column, seed, epochs, protocol, opts, log)
+        return _record(bench, row, column, seed, cfg, key, m, loaded, trained_info, {}, dev, t0)
     if bench.metric in ("restoration", "reconstruction"):
         if bench.metric == "restoration":
             m, loaded, trained_info = restoration_cell(bench, row, column, seed, epochs, protocol, opts, log)

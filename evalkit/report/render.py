@@ -45,7 +45,7 @@ def _pub_flags(t: Table) -> list[bool]:
 
 
 def to_markdown(t: Table, *, figures: list[tuple[str, str]] = ()) -> str:
-    head = ["Model"]
+    head = [t.corner]
     pubs = _pub_flags(t)
     for (_, pub, rep), show in zip(t.columns, pubs):
         head += [f"{pub} (paper)", f"{rep} (evalkit)"] if show else [rep]
@@ -63,7 +63,7 @@ def to_markdown(t: Table, *, figures: list[tuple[str, str]] = ()) -> str:
             parts.append(rep + _marks(c.notes, "md"))
         out.append("| " + " | ".join(parts) + " |")
     out.append("")
-    out.append(f"Best reproduced value per column in bold ({'higher' if t.higher_is_better else 'lower'} is better). `{DASH}`: not run / not published.")
+    out.append(f"Best reproduced value per {t.best_per} in bold ({'higher' if t.higher_is_better else 'lower'} is better). `{DASH}`: not run / not published.")
     if t.footnotes:
         out += ["", "**Notes**", ""]
         out += [f"{i}. {text}" for i, text in enumerate(t.footnotes, 1)]
@@ -99,7 +99,7 @@ def to_latex(t: Table) -> str:
         r"\toprule",
     ]
     if any(pubs):
-        top, rules, sub, col = ["Model"], [], [""], 2
+        top, rules, sub, col = [tex_escape(t.corner)], [], [""], 2
         for (_, pub, rep), show in zip(t.columns, pubs):
             if show:
                 top.append(rf"\multicolumn{{2}}{{c}}{{{tex_escape(pub)}}}")
@@ -114,7 +114,7 @@ def to_latex(t: Table) -> str:
         lines.append("".join(rules))
         lines.append(" & ".join(sub) + r" \\")
     else:
-        lines.append(" & ".join(["Model"] + [tex_escape(rep) for _, _, rep in t.columns]) + r" \\")
+        lines.append(" & ".join([tex_escape(t.corner)] + [tex_escape(rep) for _, _, rep in t.columns]) + r" \\")
     lines.append(r"\midrule")
     for _, label, cells in t.rows:
         parts = [tex_escape(label)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -40,6 +41,18 @@ class Table:
     higher_is_better: bool = True
     show_published: bool = True  # False when the spec has no published value at all
     published_columns: list = field(default_factory=list)  # per column: has a "paper" sub-column
+    corner: str = "Model"  # header of the label column
+    best_per: str = "column"  # where "best" was chosen ("row" once transposed)
+
+
+def transpose(t: Table, corner: str) -> Table:
+    """The same cells with rows and columns swapped (e.g. the per-emotion layout: rows =
+    classes, columns = models). Only for tables without "paper" sub-columns."""
+    if t.show_published:
+        raise ValueError("a table with published values cannot be transposed")
+    columns = [(rid, label, label) for rid, label, _ in t.rows]
+    rows = [(cid, rep, [cells[j] for _, _, cells in t.rows]) for j, (cid, _, rep) in enumerate(t.columns)]
+    return dataclasses.replace(t, columns=columns, rows=rows, published_columns=[False] * len(columns), corner=corner, best_per="row")
 
 
 def fmt_number(v: float, pm: Optional[float] = None, digits: Optional[int] = None) -> str:
@@ -182,7 +195,7 @@ def build_table(bench: Benchmark, records: list[dict], *, config_filter: Optiona
         if vals:
             best = max(vals) if hib else min(vals)
             table_rows[best[1]][2][ci].best = True
-    return Table(
+    table = Table(
         title=bench.title,
         benchmark=bench.name,
         source=bench.source,
@@ -195,6 +208,7 @@ def build_table(bench: Benchmark, records: list[dict], *, config_filter: Optiona
         # a column derived from another column's records (Hungarian accuracy, NMI) has no paper values
         published_columns=[not c.source or any(c.id in r.published for r in bench.rows) for c in bench.columns],
     )
+    return transpose(table, bench.transpose) if bench.transpose else table
 
 
 def record_field(rec: dict, name: str):
