@@ -89,6 +89,7 @@ class Benchmark:
     pm_over: str = "protocol"  # "protocol": the metric's own ± averaged over seeds; "seeds": std over seeds
     digits: Optional[int] = None  # decimals of reproduced values (None: automatic)
     figure_crop: int = 0  # restoration figures: centre crop of this many pixels (0: whole image); not hashed
+    local_figures: list = field(default_factory=list)  # column ids whose figures show non-redistributable images
     transpose: str = ""  # non-empty: render rows = columns (this is the label column's header), columns = rows
 
     def column(self, cid: str) -> Column:
@@ -189,6 +190,7 @@ def parse(data: dict, path: Optional[Path] = None) -> Benchmark:
         digits=data.get("digits"),
         figure_crop=int(data.get("figure_crop", 0)),
         transpose=str(data.get("transpose", "")),
+        local_figures=list(data.get("local_figures", [])),
     )
 
 

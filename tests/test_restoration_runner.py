@@ -28,6 +28,7 @@ metric = "restoration"
 higher_is_better = true
 digits = 2
 figure_crop = 32
+local_figures = ["noise10-faces"]
 source = "evalkit tests"
 default_columns = ["sr2-faces", "noise10-faces"]
 
@@ -119,7 +120,10 @@ def test_restoration_cells_and_report(tmp_path):
 
     written = write_report(bench, ResultStore(tmp_path / "res"), tmp_path / "rep")
     assert {"tinyrest-sr2-faces.png", "tinyrest-noise10-faces.png"} <= {p.name for p in written.values()}
-    assert "centre 32x32 crop" in written["md"].read_text()
+    md = written["md"].read_text()
+    assert "centre 32x32 crop" in md and "(tinyrest-sr2-faces.png)" in md
+    # a figure of non-redistributable images is written but only named, not embedded
+    assert "(tinyrest-noise10-faces.png)" not in md and "not committed" in md and "`tinyrest-noise10-faces.png`" in md
     # the key names the test images: a changed split is a new cell, not a done one
     from evalkit.runner import cell_config
 

@@ -115,7 +115,7 @@ def restoration_figures(bench: Benchmark, records: list[dict], out_dir: Path) ->
         where = f"centre {min(crop, *like)}x{min(crop, *like)} crop of the first test image" if crop else "first test image"
         title = f"{col.label}: {where} (seed {seed}; dB = PSNR of the whole image)"
         save_restoration_panel(panels, out_dir / name, title=title)
-        figs.append((title, name))
+        figs.append((title, name, col.id in bench.local_figures))
     return figs
 
 
@@ -138,6 +138,6 @@ def write_report(bench: Benchmark, store: ResultStore, out_dir: Path, formats=("
         p = out_dir / f"{bench.name}.tex"
         p.write_text(to_latex(table))
         written["tex"] = p
-    for _, name in figs:
+    for _, name, *_ in figs:
         written[name] = out_dir / name
     return written

@@ -69,9 +69,16 @@ def to_markdown(t: Table, *, figures: list[tuple[str, str]] = ()) -> str:
         out += [f"{i}. {text}" for i, text in enumerate(t.footnotes, 1)]
     if figures:
         out += ["", "**Figures**", ""]
-        for caption, path in figures:
+        local = [(c, p) for c, p, *lo in figures if lo and lo[0]]
+        for caption, path, *lo in figures:
+            if lo and lo[0]:
+                continue
             out.append(f"![{caption}]({path})")
             out.append(f"*{caption}*")
+            out.append("")
+        if local:
+            out.append("Built locally by the same command but not committed, because they show images whose licence "
+                       "forbids redistribution: " + ", ".join(f"`{p}`" for _, p in local) + ".")
             out.append("")
     out += ["", "**Provenance**", ""]
     prov = _prov_lines(t)
