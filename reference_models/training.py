@@ -82,14 +82,17 @@ def seed_everything(seed: int) -> None:
 
 
 def git_commit(path: Optional[Path] = None) -> Optional[str]:
-    """The current git commit of the checkout holding this package (``+dirty`` when modified)."""
+    """The current git commit of the checkout holding this package (``+dirty`` when tracked files
+    other than the generated ``results/`` and ``reports/`` are modified: a run appending to the
+    result store does not make the code it ran dirty)."""
     here = path or Path(__file__).resolve().parent
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
         if rev.returncode != 0:
             return None
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=here, capture_output=True, text=True, timeout=5
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)results", ":(top,exclude)reports"],
+            cwd=here, capture_output=True, text=True, timeout=5,
         )
         return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
