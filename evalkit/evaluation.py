@@ -328,9 +328,6 @@ def evaluate_parzen(
     }
 
 
-# --------------------------------------------------------------------------------------
-# restoration
-# --------------------------------------------------------------------------------------
 def evaluate_sample_quality(
     model,
     *,
@@ -381,6 +378,9 @@ def evaluate_sample_quality(
     return m
 
 
+# --------------------------------------------------------------------------------------
+# restoration
+# --------------------------------------------------------------------------------------
 def evaluate_restoration(
     restore: Callable[[torch.Tensor], torch.Tensor],
     images: Sequence[torch.Tensor],

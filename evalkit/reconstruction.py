@@ -180,6 +180,7 @@ def reconstruction_cell(bench, row, column, seed, epochs, protocol, opts, log):
         "data": {"task": task, "train": pairs["train"].fingerprint, "valid": valid.fingerprint, "test": test.fingerprint},
         "timings": {"eval_s": time.perf_counter() - t0},
     }
-    u8 = lambda a: (a.clamp(0, 1) * 255).round().to(torch.uint8).numpy()  # noqa: E731
-    m["_example"] = (u8(test.inputs[0]), u8(out[0]), u8(test.targets[0]))
+    from .evaluation import uint8_images
+
+    m["_example"] = (uint8_images(test.inputs[:1])[0], uint8_images(out[:1])[0], uint8_images(test.targets[:1])[0])
     return m, loaded, trained_info
