@@ -146,6 +146,7 @@ class TrainState:
     wall_time: float = 0.0
     history: list = field(default_factory=list)
     epoch_wall_s: list = field(default_factory=list)  # cumulative training seconds at the end of each epoch
+    epoch_cpu_s: list = field(default_factory=list)  # the same in CPU seconds of this process (robust to other jobs)
 
 
 def _checkpoint(model, optimizers, state: TrainState, config: TrainConfig, device, extra: dict) -> dict:
@@ -160,6 +161,7 @@ def _checkpoint(model, optimizers, state: TrainState, config: TrainConfig, devic
         "step": state.step,
         "history": state.history,
         "epoch_wall_s": state.epoch_wall_s,
+        "epoch_cpu_s": state.epoch_cpu_s,
         "train_config": config.to_dict(),
         "rng": {
             "torch": torch.get_rng_state(),
@@ -234,7 +236,7 @@ def fit(
             model.to(device)
             for k, o in optimizers.items():
                 o.load_state_dict(ck["optimizers"][k])
-            state = TrainState(ck["epoch"], ck["step"], ck["provenance"].get("wall_time_s", 0.0), list(ck["history"]), list(ck.get("epoch_wall_s", [])))
+            state = TrainState(ck["epoch"], ck["step"], ck["provenance"].get("wall_time_s", 0.0), list(ck["history"]), list(ck.get("epoch_wall_s", [])), list(ck.get("epoch_cpu_s", [])))
             torch.set_rng_state(ck["rng"]["torch"])
             if ck["rng"].get("cuda") is not None and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
@@ -266,7 +268,7 @@ def fit(
     try:
         while state.epoch < config.epochs:
             model.train()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             if hasattr(model, "on_epoch_start"):
                 model.on_epoch_start(state.epoch, optimizers)
             # The permutation depends on (seed, epoch) only, so a resumed run sees the same batches.
@@ -291,6 +293,8 @@ def fit(
                 raise FloatingPointError(f"training diverged at epoch {state.epoch}: losses {means}")
             state.history.append({"epoch": state.epoch, **means})
             state.epoch_wall_s.append(round(state.wall_time, 3))
+            cpu_before = state.epoch_cpu_s[-1] if state.epoch_cpu_s else 0.0
+            state.epoch_cpu_s.append(round(cpu_before + time.process_time() - c0, 3))
             if config.progress:
                 say(f"epoch {state.epoch}/{config.epochs} " + " ".join(f"{k}={v:.4g}" for k, v in means.items()))
             final = state.epoch >= config.epochs

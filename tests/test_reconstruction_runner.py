@@ -80,7 +80,7 @@ d_channels = [4]
 
 
 def test_time_to_target():
-    curve = [[1.0, 0.5], [2.0, 0.3], [3.5, 0.2]]
+    curve = [[1.5, 1.0, 0.5], [3.0, 2.0, 0.3], [9.0, 3.5, 0.2]]  # (wall s, CPU s, MSE)
     assert time_to_target(curve, 0.3) == 2.0 and time_to_target(curve, 0.1) is None and time_to_target(curve, None) is None
 
 
@@ -97,12 +97,12 @@ def test_reconstruction_cells_curves_and_report(tmp_path):
     assert inp["n_pairs"] == 147 and inp["curve"] == [] and inp["time_to_target_s"] is None
     assert by["input"]["config"] != by["ae"]["config"] and by["ae"]["data"]["test"] == by["input"]["data"]["test"]
     # one validation point per epoch, cumulative seconds increasing; the target is 0.9 x the input's MSE
-    assert len(ae["curve"]) == 3 and all(a[0] < b[0] for a, b in zip(ae["curve"], ae["curve"][1:]))
+    assert len(ae["curve"]) == 3 and all(a[0] < b[0] and a[1] < b[1] for a, b in zip(ae["curve"], ae["curve"][1:]))
     assert ae["target_mse"] == pytest.approx(0.9 * inp_valid_mse(data_dir), rel=1e-5)
     assert ae["time_to_target_s"] == time_to_target(ae["curve"], ae["target_mse"])
     # the curve is cached in the run directory and intermediate snapshots are gone
     run_dir = Path(by["ae"]["checkpoint"]["path"]).parent
-    (cache,) = run_dir.glob("valid_curve-*.json")
+    (cache,) = run_dir.glob("valid_curve2-*.json")
     assert json.loads(cache.read_text()) == ae["curve"]
     assert sorted(q.name for q in run_dir.glob("epoch_*.pt")) == ["epoch_3.pt"]
     assert by["gasa"]["train"]["epochs"] == 3 and 0 < by["gasa"]["details"]["ssim"] <= 1

@@ -214,3 +214,5 @@ def test_epoch_wall_times_are_cumulative_and_survive_resume(digits200, tmp_path)
     fit(m2, digits200, None, TrainConfig(epochs=3, batch_size=50, progress=False), tmp_path)  # resumes at epoch 2
     assert m2.train_state_.epoch_wall_s[:2] == first and len(m2.train_state_.epoch_wall_s) == 3
     assert m2.train_state_.epoch_wall_s[2] >= first[1]
+    cpu = m2.train_state_.epoch_cpu_s
+    assert len(cpu) == 3 and 0 < cpu[0] <= cpu[1] <= cpu[2]
