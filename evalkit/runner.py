@@ -315,6 +315,8 @@ def run_cell(bench, row, column, seed, epochs, protocol, cfg, key, opts: RunOpti
                 )
             real = ekdata.load(column.dataset, split, data_dir=opts.data_dir).tensor()
         m = evaluate_sample_quality(model, seed=seed, progress=opts.progress, cache_dir=opts.cache_dir, samples=real, log=log, **common)
+        if real is not None:  # the "samples" are data-set images: never saved beside the store (licences, and no figure is owed)
+            m.pop("_samples", None)
     elif bench.metric == "semi-supervised":
         if row.pipeline == "svm-on-codes":
             m = svm_on_codes(model, labelled=keep, svm=row.pipeline_kwargs.get("svm"), **common)

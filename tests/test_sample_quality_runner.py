@@ -89,6 +89,9 @@ def test_sample_quality_cells_share_one_record(tmp_path):
     # held-out real digits are close to the test digits; a GAN after one epoch is not
     assert real["fd"] < gan["fd"] and real["recall"] > gan["recall"] and real["modes_covered"] == 10
     assert real["kid_x1000"] == pytest.approx(1000 * real["kid_mean"])
+    # the real-data row keeps no copy of data-set images beside the store; the model row keeps its samples
+    assert "samples_preview" not in by["real"] and "samples_preview" in by["gan"]
+    assert not list((tmp_path / "res" / "tinysq").glob("samples-real-*"))
     table = build_table(bench, ResultStore(tmp_path / "res").records("tinysq"))
     cells = {rid: c for rid, _, c in table.rows}
     assert cells["real"][1].reproduced == f"{real['fd']:.2f}"  # no Parzen ± on a derived column

@@ -77,8 +77,8 @@ def to_markdown(t: Table, *, figures: list[tuple[str, str]] = ()) -> str:
             out.append(f"*{caption}*")
             out.append("")
         if local:
-            out.append("Built locally by the same command but not committed, because they show images whose licence "
-                       "forbids redistribution: " + ", ".join(f"`{p}`" for _, p in local) + ".")
+            out.append("Built locally by the same command but not committed, because they show data-set images, which "
+                       "this project never redistributes: " + ", ".join(f"`{p}`" for _, p in local) + ".")
             out.append("")
     out += ["", "**Provenance**", ""]
     prov = _prov_lines(t)
