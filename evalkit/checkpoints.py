@@ -28,6 +28,10 @@ from .errors import EvalkitError
 ENTRY_POINT_GROUP = "evalkit.models"
 
 
+# What a loaded evalkit checkpoint reports besides its weights (LoadedModel.info).
+INFO_KEYS = ("model_name", "model_kwargs", "epoch", "train_config", "provenance", "dataset", "epoch_wall_s", "epoch_cpu_s")
+
+
 def default_cache_dir() -> Path:
     """``EVALKIT_CACHE``, else ``$XDG_CACHE_HOME/evalkit``, else ``~/.cache/evalkit``."""
     import os
@@ -147,7 +151,7 @@ def load_evalkit_checkpoint(path: Path, device: Optional[torch.device] = None) -
     if device is not None:
         model.to(device)
     model.eval()
-    info = {k: ck.get(k) for k in ("model_name", "model_kwargs", "epoch", "train_config", "provenance", "dataset")}
+    info = {k: ck.get(k) for k in INFO_KEYS}
     return LoadedModel(model, str(path), str(path), file_sha256(path), info)
 
 
@@ -198,7 +202,7 @@ def load_model(spec: str, checkpoint: Optional[str] = None, device: Optional[tor
         load_state_strict(model, state, str(ck_path))
         sha = file_sha256(ck_path)
         if isinstance(ck, dict) and "provenance" in ck:
-            info = {k: ck.get(k) for k in ("model_name", "model_kwargs", "epoch", "train_config", "provenance", "dataset")}
+            info = {k: ck.get(k) for k in INFO_KEYS}
     if device is not None:
         model.to(device)
     model.eval()

@@ -19,28 +19,11 @@ Measured: ``per_class_accuracy`` on the test split: value = mean per-class accur
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .errors import EvalkitError
-
-
-@dataclass(frozen=True)
-class LabelledTrainingSet:
-    """Float images with labels in the form ``train_or_reuse`` takes (no uint8 quantisation)."""
-
-    images: torch.Tensor
-    labels: np.ndarray
-    fingerprint: str
-
-    @property
-    def image_shape(self) -> tuple:
-        return tuple(self.images.shape[1:])
-
-    def tensor(self) -> torch.Tensor:
-        return self.images
 
 
 def emotion_split(dataset: str, split: str, size, data_dir=None):
@@ -84,6 +67,7 @@ def emotion_cell(bench, row, column, seed, epochs, protocol, opts, log):
     from reference_models.training import pick_device
 
     from .checkpoints import load_model
+    from .data.core import TensorTrainingSet
     from .runner import train_or_reuse
 
     size = protocol.get("size")
@@ -98,7 +82,7 @@ def emotion_cell(bench, row, column, seed, epochs, protocol, opts, log):
         if row.pipeline == "gasa-pretrained":
             extra["encoder_checkpoint"], info["pretrain"] = _pretrain_encoder(row, column, seed, protocol, opts, log)
         tr = train_or_reuse(
-            row, column.dataset, "train", seed, epochs, train_set=LabelledTrainingSet(x_tr, y_tr, fp_tr), extra_kwargs=extra,
+            row, column.dataset, "train", seed, epochs, train_set=TensorTrainingSet(x_tr, y_tr, fp_tr), extra_kwargs=extra,
             cache_dir=opts.cache_dir, data_dir=opts.data_dir, device=opts.device, progress=opts.progress, log=log,
         )
         loaded, who = tr.loaded, f"reference model {row.model}"

@@ -20,7 +20,6 @@ so methods are compared at the same reconstruction error, not the same epoch cou
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Callable, Optional
 
 import numpy as np
@@ -29,29 +28,12 @@ import torch
 from .errors import EvalkitError
 
 
-@dataclass(frozen=True)
-class PairTrainingSet:
-    """Training pairs in the form the runner's ``train_or_reuse`` takes (float images kept as
-    they are, not quantised to uint8 like an ImageSet): ``[N, 2C, S, S]`` stacks, input
-    channels first, then target (the convention of :mod:`reference_models.gasa`)."""
+def pair_training_set(pairs):
+    """The training pairs as ``[N, 2C, S, S]`` stacks, input channels first, then target (the
+    convention of :mod:`reference_models.gasa`), float as they are."""
+    from .data.core import TensorTrainingSet
 
-    stacked: torch.Tensor
-    fingerprint: str
-
-    @property
-    def image_shape(self) -> tuple:
-        return tuple(self.stacked.shape[1:])
-
-    @property
-    def labels(self) -> np.ndarray:
-        return np.zeros(len(self.stacked), np.int64)
-
-    def tensor(self) -> torch.Tensor:
-        return self.stacked
-
-
-def pair_training_set(pairs) -> PairTrainingSet:
-    return PairTrainingSet(pairs.stacked().float(), pairs.fingerprint)
+    return TensorTrainingSet(pairs.stacked().float(), np.zeros(len(pairs), np.int64), pairs.fingerprint)
 
 
 def batched_restore(restore: Callable, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
@@ -96,8 +78,7 @@ def validation_curve(run_dir, epochs: int, valid, device) -> list:
         if not p.exists():
             continue
         loaded = load_evalkit_checkpoint(p, device)
-        ck = torch.load(p, map_location="cpu", weights_only=False)
-        walls, cpus = ck.get("epoch_wall_s") or [], ck.get("epoch_cpu_s") or []
+        walls, cpus = loaded.info.get("epoch_wall_s") or [], loaded.info.get("epoch_cpu_s") or []
         if len(walls) < e or len(cpus) < e:
             continue
         out = batched_restore(loaded.model.restore, valid.inputs)

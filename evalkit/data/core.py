@@ -12,7 +12,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Any, Sequence, Union
 
 import numpy as np
 
@@ -215,3 +215,21 @@ class ImageSet:
 
         t = torch.tensor(self.labels)
         return t.to(device) if device is not None else t
+
+
+@dataclass(frozen=True)
+class TensorTrainingSet:
+    """Float training images kept as they are (not quantised to uint8 like an
+    :class:`ImageSet`), with labels and a fingerprint: what the runner's ``train_or_reuse``
+    needs from a training set built in code (paired face tasks, resized face sets)."""
+
+    images: Any  # torch float tensor [N, C, H, W]
+    labels: np.ndarray
+    fingerprint: str
+
+    @property
+    def image_shape(self) -> tuple:
+        return tuple(self.images.shape[1:])
+
+    def tensor(self):
+        return self.images

@@ -188,9 +188,9 @@ def build_table(bench: Benchmark, records: list[dict], *, config_filter: Optiona
             cells.append(cell)
         table_rows.append((row.id, row.label, cells))
 
+    calibration = {r.id for r in bench.rows if r.calibration}
     for ci, c in enumerate(bench.columns):
         hib = bench.higher_is_better if c.higher_is_better is None else c.higher_is_better
-        calibration = {r.id for r in bench.rows if r.calibration}
         vals = [(cells[ci].value, i) for i, (rid, _, cells) in enumerate(table_rows) if cells[ci].value is not None and rid not in calibration]
         if vals:
             best = max(vals) if hib else min(vals)
