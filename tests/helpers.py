@@ -31,3 +31,17 @@ def linear_sizes(mods) -> list[tuple[int, int]]:
 
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def real_data_dir(folder: str, what: str) -> str:
+    """The data root holding ``folder`` (``EVALKIT_DATA``, else ``shared/data`` beside the
+    repository); the calling test is skipped, naming ``what`` and the variable to set, otherwise."""
+    import os
+    from pathlib import Path
+
+    import pytest
+
+    for cand in (os.environ.get("EVALKIT_DATA"), str(Path(__file__).resolve().parents[2] / "shared" / "data")):
+        if cand and (Path(cand) / folder).is_dir():
+            return cand
+    pytest.skip(f"{what} ({folder}/) is not available: set EVALKIT_DATA to a directory holding it")

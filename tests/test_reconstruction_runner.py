@@ -3,7 +3,6 @@ without it): identity calibration row, tiny models, validation curve, time to ta
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -13,13 +12,11 @@ from evalkit.reconstruction import time_to_target
 from evalkit.report import build_table, write_report
 from evalkit.results import ResultStore
 from evalkit.runner import RunOptions, run_benchmark
+from helpers import real_data_dir
 
 
 def _data_dir() -> str:
-    for cand in (os.environ.get("EVALKIT_DATA"), str(Path(__file__).resolve().parents[2] / "shared" / "data")):
-        if cand and (Path(cand) / "ckplus48").is_dir():
-            return cand
-    pytest.skip("CK+48 (ckplus48/) is not available: set EVALKIT_DATA to a directory holding it")
+    return real_data_dir("ckplus48", "CK+48")
 
 
 SPEC = """

@@ -2,7 +2,6 @@
 GAN, records, and the PSNR / SSIM report (needs the CelebA sample; skipped without it)."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -12,13 +11,11 @@ from evalkit.benchmarks import load_benchmark
 from evalkit.report import build_table, to_latex, to_markdown
 from evalkit.results import ResultStore
 from evalkit.runner import RunOptions, run_benchmark
+from helpers import real_data_dir
 
 
 def _data_dir() -> str:
-    for cand in (os.environ.get("EVALKIT_DATA"), str(Path(__file__).resolve().parents[2] / "shared" / "data")):
-        if cand and (Path(cand) / "celeba").is_dir():
-            return cand
-    pytest.skip("the CelebA sample (celeba/) is not available: set EVALKIT_DATA to a directory holding it")
+    return real_data_dir("celeba", "the CelebA sample")
 
 
 SPEC = """
