@@ -194,19 +194,67 @@ def parse(data: dict, path: Optional[Path] = None) -> Benchmark:
     )
 
 
-def load_benchmark(name_or_path: str) -> Benchmark:
-    """Load ``benchmarks/<name>.toml`` (or a path to a TOML file)."""
+@dataclass
+class Suite:
+    """Several benchmarks reported together (one report file): a TOML with ``parts``.
+
+    ``evalkit run <suite>`` runs each part in turn (each keeps its own result store file and
+    cell keys); ``evalkit report <suite>`` writes ``<suite>.md`` / ``.tex`` with every part's
+    table, one after another. Example: ``emotion`` = ``emotion-ckplus48`` + ``emotion-jaffe``.
+    """
+
+    name: str
+    title: str
+    parts: list  # [Benchmark]
+    intro: str = ""
+    path: Optional[Path] = None
+
+
+def _spec_path(name_or_path: str, near: Optional[Path] = None) -> Path:
     p = Path(name_or_path)
-    if not (p.suffix == ".toml" and p.exists()):
-        p = benchmarks_dir() / f"{name_or_path}.toml"
-    if not p.exists():
-        known = ", ".join(available()) or "(none found)"
-        raise EvalkitError(f"unknown benchmark {name_or_path!r}; known: {known} (looked in {benchmarks_dir()})")
+    if p.suffix == ".toml" and p.exists():
+        return p
+    for d in ([near] if near else []) + [benchmarks_dir()]:
+        if (d / f"{name_or_path}.toml").exists():
+            return d / f"{name_or_path}.toml"
+    known = ", ".join(available()) or "(none found)"
+    raise EvalkitError(f"unknown benchmark {name_or_path!r}; known: {known} (looked in {benchmarks_dir()})")
+
+
+def _read_toml(p: Path) -> dict:
     try:
-        data = tomllib.loads(p.read_text())
+        return tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as e:
         raise EvalkitError(f"{p}: invalid TOML: {e}") from e
-    return parse(data, p)
+
+
+def load_spec(name_or_path: str):
+    """A :class:`Benchmark`, or a :class:`Suite` when the TOML lists ``parts``."""
+    p = _spec_path(name_or_path)
+    data = _read_toml(p)
+    if "parts" not in data:
+        return parse(data, p)
+    where = str(p)
+    name, title = _need(data, "name", where), _need(data, "title", where)
+    if not isinstance(data["parts"], list) or not data["parts"]:
+        raise EvalkitError(f"{where}: 'parts' must be a non-empty list of benchmark names")
+    parts = []
+    for part in data["parts"]:
+        pp = _spec_path(str(part), near=p.parent)
+        pdata = _read_toml(pp)
+        if "parts" in pdata:
+            raise EvalkitError(f"{where}: part {part!r} is itself a suite; list its parts instead")
+        parts.append(parse(pdata, pp))
+    return Suite(name=str(name), title=str(title), parts=parts, intro=str(data.get("intro", "")), path=p)
+
+
+def load_benchmark(name_or_path: str) -> Benchmark:
+    """Load ``benchmarks/<name>.toml`` (or a path to a TOML file); suites are refused."""
+    spec = load_spec(name_or_path)
+    if isinstance(spec, Suite):
+        raise EvalkitError(f"{name_or_path!r} is a suite of {', '.join(b.name for b in spec.parts)}; "
+                           "use one of those names here (`evalkit run` / `evalkit report` take the suite)")
+    return spec
 
 
 def available() -> list[str]:

@@ -89,24 +89,37 @@ def _common_run_options(f):
 @_common_run_options
 @_friendly_errors
 def run(benchmark, rows, columns, user_model, checkpoint, label, no_report, seeds, seed, epochs, device, data_dir, cache_dir, results_dir, reports_dir, redo, no_progress, threads):
-    """Run BENCHMARK (default: the offline demo), record results, and write its report."""
-    from .benchmarks import Row, load_benchmark
-    from .report import write_report
+    """Run BENCHMARK (default: the offline demo; a suite runs each of its parts), record results, and write its report."""
+    from .benchmarks import Row, Suite, load_spec
+    from .report import write_report, write_suite_report
     from .results import ResultStore
     from .runner import RunOptions, run_benchmark
 
     name = benchmark or DEMO_BENCHMARK
-    bench = load_benchmark(name)
+    spec = load_spec(name)
+    parts = spec.parts if isinstance(spec, Suite) else [spec]
     if checkpoint and not user_model:
         raise click.UsageError("--checkpoint needs --model (which model the weights belong to)")
-    if user_model:
-        rid = "user:" + (label or Path(user_model).stem if user_model.endswith(".pt") else user_model)
-        bench.rows.append(Row(rid, label or user_model, user_model, {}, {}, {}, {}, {}, user=True, checkpoint=checkpoint))
-        rows = (_csv(rows) or [r.id for r in bench.rows if (r.model or r.pipeline != "model") and not r.user]) + [rid]
-    else:
-        rows = _csv(rows)
+    row_ids, col_ids = _csv(rows), _csv(columns)
+    if len(parts) > 1:  # a suite: each part takes the ids it has; an id no part has is an error
+        for what, ids in (("row", row_ids), ("column", col_ids)):
+            have = {x.id for b in parts for x in (b.rows if what == "row" else b.columns)}
+            unknown = [x for x in ids or [] if x not in have]
+            if unknown:
+                raise click.UsageError(f"no part of suite {name!r} has {what}(s) {', '.join(unknown)}; known: {', '.join(sorted(have))}")
+    plan = []
+    for bench in parts:
+        part_rows = [r for r in row_ids if any(x.id == r for x in bench.rows)] if row_ids and len(parts) > 1 else row_ids
+        part_cols = [c for c in col_ids if any(x.id == c for x in bench.columns)] if col_ids and len(parts) > 1 else col_ids
+        if len(parts) > 1 and ((row_ids and not part_rows) or (col_ids and not part_cols)):
+            continue
+        if user_model:
+            rid = "user:" + (label or Path(user_model).stem if user_model.endswith(".pt") else user_model)
+            bench.rows.append(Row(rid, label or user_model, user_model, {}, {}, {}, {}, {}, user=True, checkpoint=checkpoint))
+            part_rows = (part_rows or [r.id for r in bench.rows if (r.model or r.pipeline != "model") and not r.user]) + [rid]
+        plan.append((bench, part_rows, part_cols))
     if benchmark is None:
-        click.echo(f"evalkit demo: benchmark '{name}' ({bench.title}) on the embedded digits data set.")
+        click.echo(f"evalkit demo: benchmark '{name}' ({spec.title}) on the embedded digits data set.")
     opts = RunOptions(
         seeds=_seeds(seeds, seed),
         epochs=epochs,
@@ -121,10 +134,17 @@ def run(benchmark, rows, columns, user_model, checkpoint, label, no_report, seed
         import torch
 
         torch.set_num_threads(threads)
-    run_benchmark(bench, rows, _csv(columns), opts, log=click.echo)
+    for bench, part_rows, part_cols in plan:
+        if len(parts) > 1:
+            click.echo(f"== {bench.name}: {bench.title}")
+        run_benchmark(bench, part_rows, part_cols, opts, log=click.echo)
     if no_report:
         return
-    written = write_report(bench, ResultStore(results_dir), Path(reports_dir))
+    store = ResultStore(results_dir)
+    if isinstance(spec, Suite):
+        written = write_suite_report(spec, store, Path(reports_dir))
+    else:
+        written = write_report(spec, store, Path(reports_dir))
     click.echo("")
     click.echo(written["md"].read_text().split("\n**Notes**")[0].rstrip())
     click.echo("")
@@ -140,20 +160,24 @@ def run(benchmark, rows, columns, user_model, checkpoint, label, no_report, seed
 @click.option("--stdout", "to_stdout", is_flag=True, help="Print the rendered table instead of writing files.")
 @_friendly_errors
 def report(benchmark, fmt, results_dir, out, no_figures, to_stdout):
-    """Rebuild BENCHMARK's table from the result store (published beside reproduced)."""
-    from .benchmarks import load_benchmark
-    from .report import build_table, to_latex, to_markdown, write_report
+    """Rebuild BENCHMARK's table from the result store (published beside reproduced); a suite's report holds every part's table."""
+    from .benchmarks import Suite, load_spec
+    from .report import build_table, to_latex, to_markdown, write_report, write_suite_report
     from .results import ResultStore
 
-    bench = load_benchmark(benchmark)
+    spec = load_spec(benchmark)
     store = ResultStore(results_dir)
     formats = ("md", "tex") if fmt == "both" else (fmt,)
     if to_stdout:
-        table = build_table(bench, store.records(bench.name))
-        for f in formats:
-            click.echo(to_markdown(table) if f == "md" else to_latex(table))
+        for bench in spec.parts if isinstance(spec, Suite) else [spec]:
+            table = build_table(bench, store.records(bench.name))
+            for f in formats:
+                click.echo(to_markdown(table) if f == "md" else to_latex(table))
         return
-    written = write_report(bench, store, Path(out), formats=formats, figures=not no_figures)
+    if isinstance(spec, Suite):
+        written = write_suite_report(spec, store, Path(out), formats=formats, figures=not no_figures)
+    else:
+        written = write_report(spec, store, Path(out), formats=formats, figures=not no_figures)
     click.echo("wrote " + ", ".join(str(p) for p in written.values()))
 
 
@@ -348,13 +372,16 @@ def list_cmd(data_dir):
     """Benchmarks, reference models and data sets."""
     import reference_models
 
-    from .benchmarks import available, load_benchmark
+    from .benchmarks import Suite, available, load_spec
     from .checkpoints import entry_point_names
     from .data import describe
 
     click.secho("Benchmarks", bold=True)
     for name in available():
-        b = load_benchmark(name)
+        b = load_spec(name)
+        if isinstance(b, Suite):
+            click.echo(f"  {name:<16} {b.title}\n  {'':<16} suite of: {', '.join(p.name for p in b.parts)}")
+            continue
         runnable = [r.id for r in b.rows if r.model or r.pipeline != "model"]
         click.echo(f"  {name:<16} {b.title}\n  {'':<16} columns: {', '.join(c.id for c in b.columns)}; rows with a reference model: {', '.join(runnable) or 'none'}")
     click.secho("Reference models", bold=True)

@@ -278,3 +278,60 @@ def test_train_by_dataset_overrides_epochs_on_that_dataset(tiny_toml, dirs):
     opts = runner.RunOptions(results_dir=dirs["results"], cache_dir=dirs["cache"], progress=False)
     (rec,) = runner.run_benchmark(bench, rows=["gan"], opts=opts, log=lambda s: None)
     assert rec["train"]["epochs"] == 1
+
+
+# ----------------------------------------------------------------------------- suites (several tables, one report)
+@pytest.fixture
+def tiny_suite(tiny_toml) -> Path:
+    """``both`` = ``tiny`` + ``tiny-b`` (the same spec under another name and title)."""
+    d = tiny_toml.parent
+    (d / "tiny-b.toml").write_text(tiny_toml.read_text().replace('name = "tiny"', 'name = "tiny-b"', 1)
+                                   .replace('title = "', 'title = "Second part: ', 1))
+    (d / "both.toml").write_text('name = "both"\ntitle = "Both tiny tables"\nparts = ["tiny", "tiny-b"]\nintro = "Two parts."\n')
+    return d / "both.toml"
+
+
+def test_suite_runs_every_part_and_reports_them_together(tiny_suite, dirs):
+    r = ok(cli(*run_args(tiny_suite, dirs, "--epochs", 1, "--rows", "gan")))
+    assert "== tiny:" in r.output and "== tiny-b:" in r.output
+    store = ResultStore(dirs["results"])
+    for part in ("tiny", "tiny-b"):
+        recs = store.records(part)
+        assert [x["row"] for x in recs] == ["gan"] and recs[0]["key"].startswith(f"{part}/gan/digits/seed0/")
+    md = (dirs["reports"] / "both.md").read_text()
+    assert md.startswith("# Both tiny tables\n") and "Two parts." in md
+    first, second = md.index("\n## "), md.index("\n## Second part: ")
+    assert first < second
+    # each part's table carries its own reproduced GAN cell, from its own record
+    for part, chunk in (("tiny", md[first:second]), ("tiny-b", md[second:])):
+        rec = store.records(part)[0]
+        assert f"| GAN (tiny) | — | {fmt_number(rec['value'], rec['pm'])}" in chunk.replace("| — | **", "| — | "), chunk
+    tex = (dirs["reports"] / "both.tex").read_text()
+    assert tex.count(r"\begin{table}") == 2 and r"\label{tab:tiny}" in tex and r"\label{tab:tiny-b}" in tex
+    # the suite's report is the only one written; the second run skips every cell
+    assert not (dirs["reports"] / "tiny.md").exists()
+    r = ok(cli(*run_args(tiny_suite, dirs, "--epochs", 1, "--rows", "gan")))
+    assert r.output.count("skipping") == 2
+
+
+def test_suite_errors(tiny_suite, dirs):
+    failed_cleanly(cli(*run_args(tiny_suite, dirs, "--rows", "nope")), "no part of suite", "nope", "gan")
+    failed_cleanly(cli(*run_args(tiny_suite, dirs, "--columns", "nope")), "no part of suite", "column", "digits")
+    d = tiny_suite.parent
+    (d / "bad.toml").write_text('name = "bad"\ntitle = "t"\nparts = ["tiny", "missing-part"]\n')
+    failed_cleanly(cli("report", d / "bad.toml", "--stdout"), "unknown benchmark 'missing-part'")
+    (d / "nested.toml").write_text('name = "nested"\ntitle = "t"\nparts = ["both"]\n')
+    failed_cleanly(cli("report", d / "nested.toml", "--stdout"), "is itself a suite")
+    (d / "empty.toml").write_text('name = "empty"\ntitle = "t"\nparts = []\n')
+    failed_cleanly(cli("report", d / "empty.toml", "--stdout"), "non-empty list")
+    with pytest.raises(Exception, match="is a suite of tiny, tiny-b"):
+        load_benchmark(str(tiny_suite))
+
+
+def test_shipped_emotion_suite_lists_both_data_sets():
+    from evalkit.benchmarks import Suite, load_spec
+
+    spec = load_spec("emotion")
+    assert isinstance(spec, Suite) and [b.name for b in spec.parts] == ["emotion-ckplus48", "emotion-jaffe"]
+    r = ok(cli("report", "emotion", "--stdout", "--format", "md", "--results-dir", "/nonexistent-evalkit-results"))
+    assert "on CK+48" in r.output and "on JAFFE" in r.output and "contempt" in r.output and "neutral" in r.output
