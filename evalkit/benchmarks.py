@@ -39,6 +39,7 @@ class Column:
     empty_note: Optional[str] = None  # footnote on the empty cells while the column has no results (e.g. how to run it)
     extra_field: Optional[str] = None  # a second record field shown beside the value ("28.31 / 0.812")
     extra_digits: int = 3
+    relative_to_row: Optional[str] = None  # a derived column: per seed, this row's field / that row's field
 
 
 @dataclass
@@ -133,6 +134,7 @@ def parse(data: dict, path: Optional[Path] = None) -> Benchmark:
             empty_note=c.get("empty_note"),
             extra_field=c.get("extra_field"),
             extra_digits=int(c.get("extra_digits", 3)),
+            relative_to_row=c.get("relative_to_row"),
         )
         for c in data.get("columns", [])
     ]
@@ -173,6 +175,11 @@ def parse(data: dict, path: Optional[Path] = None) -> Benchmark:
         )
     if not cols:
         raise EvalkitError(f"{where}: no [[columns]]")
+    row_ids = {r.id for r in rows}
+    for c in cols:
+        if c.relative_to_row and (not c.source or c.relative_to_row not in row_ids):
+            raise EvalkitError(f"{where} column {c.id}: relative_to_row needs a derived column (source = ...) and a row id; "
+                               f"got source {c.source!r}, row {c.relative_to_row!r}; rows: {sorted(row_ids)}")
     return Benchmark(
         name=_need(data, "name", where),
         title=data.get("title", data["name"]),

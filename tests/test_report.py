@@ -237,3 +237,33 @@ def test_write_report_with_sample_figure(bench, tmp_path):
     assert out["tex"].read_text().startswith("% Toy table (nats)")
     p = save_sample_grid(np.zeros((3, 1, 8, 8), np.uint8), tmp_path / "g" / "x.png", title="t")
     assert p.exists() and p.stat().st_size > 0
+
+
+def test_relative_to_row_column_is_paired_by_seed():
+    spec = {
+        "name": "toy", "title": "t", "metric": "reconstruction", "pm_over": "seeds", "digits": 2, "higher_is_better": False,
+        "columns": [
+            {"id": "c1", "label": "task", "dataset": "d"},
+            {"id": "t", "label": "time", "source": "c1", "field": "details.t"},
+            {"id": "ratio", "label": "time / GAN AE", "source": "c1", "field": "details.t", "relative_to_row": "gan"},
+        ],
+        "rows": [{"id": "gan", "label": "GAN AE", "model": "gan"}, {"id": "aae", "label": "GASA", "model": "aae"},
+                 {"id": "none", "label": "Never", "model": "gan"}],
+    }
+    bench = parse(spec)
+    t_gan, t_gasa = {0: 40.0, 1: 50.0, 2: 60.0}, {0: 8.0, 1: 15.0, 3: 99.0}  # seed 3 has no GAN partner
+    recs = [R("gan", "c1", 1.0, seed=s, details={"t": v}) for s, v in t_gan.items()]
+    recs += [R("aae", "c1", 1.0, seed=s, details={"t": v}) for s, v in t_gasa.items()]
+    recs += [R("none", "c1", 1.0, seed=0, details={"t": None})]
+    table = build_table(bench, recs)
+    cells = {rid: c for rid, _, c in table.rows}
+    ratios = [8.0 / 40.0, 15.0 / 50.0]
+    assert cells["aae"][2].value == pytest.approx(np.mean(ratios)) and cells["aae"][2].n_seeds == 2
+    assert cells["aae"][2].reproduced == fmt_number(np.mean(ratios), np.std(ratios, ddof=1), 2)
+    assert cells["gan"][2].value == pytest.approx(1.0)
+    assert cells["none"][2].reproduced is None  # never reached the target: no ratio
+    assert cells["aae"][1].value == pytest.approx(np.mean(list(t_gasa.values())))  # the plain column is unpaired
+    assert cells["aae"][2].best  # lower is better
+    bad = {**spec, "columns": spec["columns"][:2] + [{**spec["columns"][2], "relative_to_row": "nope"}]}
+    with pytest.raises(EvalkitError, match="relative_to_row"):
+        parse(bad)

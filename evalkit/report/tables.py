@@ -147,6 +147,12 @@ def build_table(bench: Benchmark, records: list[dict], *, config_filter: Optiona
             vals = [record_field(recs[s], c.field) for s in sorted(recs)]
             if recs and any(v is None for v in vals):
                 recs, vals = {}, []
+            if recs and c.relative_to_row:  # paired by seed: this row's value / the reference row's
+                ref = per_cell.get((c.relative_to_row, c.source), {})
+                pairs = {s: (v, record_field(ref[s], c.field)) for s, v in zip(sorted(recs), vals) if s in ref}
+                pairs = {s: (v, r) for s, (v, r) in pairs.items() if r not in (None, 0)}
+                recs = {s: recs[s] for s in pairs}
+                vals = [v / r for v, r in pairs.values()]
             if not recs and c.empty_note and (c.source or c.id) not in measured and (row.model or row.pipeline != "model"):
                 cell.notes.append(notes.add(f"{c.reproduced_label or c.label}: not run. {c.empty_note}"))
             if not recs and row.empty_note and row.id not in measured_rows:
