@@ -365,6 +365,34 @@ def eval_emotion(spec, checkpoint, dataset, size, device, data_dir, as_json):
                    f"{m['value']:.2f}% (overall {m['details']['overall_accuracy_pct']:.2f}%); {per}")
 
 
+@eval_group.command(name="reconstruction")
+@click.option("--model", "spec", required=True, help="Model spec offering restore(y) or reconstruct(x): reference name, pkg.mod:factory, or a .pt file.")
+@click.option("--checkpoint", default=None, help="Weights (state dict or evalkit checkpoint).")
+@click.option("--dataset", default="mnist", show_default=True,
+              help="A paired face task (illumination-yale, pose-ckplus48, pose-jaffe: input -> target) or an image data set (target = input).")
+@click.option("--split", default="test", show_default=True)
+@click.option("--size", type=int, default=None, help="Face tasks: square working size (default: the task's, 64 or 48).")
+@click.option("--limit", type=int, default=0, show_default=True, help="Only the first N images (0: all).")
+@click.option("--device", default=None)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_friendly_errors
+def eval_reconstruction(spec, checkpoint, dataset, split, size, limit, device, data_dir, as_json):
+    """PSNR / SSIM / MSE of a model's reconstructions: an autoencoder on an image set (sparse,
+    denoising, contractive AE, VAE, AAE ...) or an image-to-image model on a face task."""
+    from .checkpoints import load_model
+    from .reconstruction import evaluate_reconstruction
+    from reference_models.training import pick_device
+
+    loaded = load_model(spec, checkpoint, pick_device(device))
+    m = evaluate_reconstruction(loaded.model, dataset, split=split, data_dir=data_dir, size=size, limit=limit, who=f"model {spec}")
+    out = {"model": spec, "checkpoint": checkpoint, "checkpoint_sha256": loaded.checkpoint_sha256, **m}
+    d = m["details"]
+    what = "input -> target pairs" if d["kind"] == "paired" else "images, target = input"
+    _print_or_json(out, as_json, f"{dataset} {split} ({d['n_test']} {what}): PSNR {d['psnr']:.2f} dB, "
+                   + (f"SSIM {d['ssim']:.3f}" if d["ssim"] is not None else "no SSIM (images under its 11x11 window)") + f", MSE {d['mse']:.5f}")
+
+
 @main.command(name="list")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
 @_friendly_errors

@@ -42,8 +42,9 @@ def batched_restore(restore: Callable, x: torch.Tensor, batch: int = 256) -> tor
     return torch.cat(out)
 
 
-def score_pairs(restore: Callable, inputs: torch.Tensor, targets: torch.Tensor, who: str) -> dict:
-    """PSNR / SSIM of ``restore(inputs)`` against ``targets`` per pair (checked: shape, finite, [0, 1])."""
+def score_pairs(restore: Callable, inputs: torch.Tensor, targets: torch.Tensor, who: str, *, with_ssim: bool = True) -> dict:
+    """PSNR / SSIM of ``restore(inputs)`` against ``targets`` per pair (checked: shape, finite, [0, 1]).
+    ``with_ssim=False``: no SSIM (``[]``), for images under SSIM's 11x11 window."""
     from .metrics import psnr, ssim
 
     out = batched_restore(restore, inputs)
@@ -54,7 +55,7 @@ def score_pairs(restore: Callable, inputs: torch.Tensor, targets: torch.Tensor, 
     if float(out.min()) < 0 or float(out.max()) > 1:
         raise EvalkitError(f"{who}: restore() returned values outside [0, 1]; clamp the output")
     p = [float(v) for v in psnr(out, targets)]
-    s = [float(v) for v in ssim(out, targets)]
+    s = [float(v) for v in ssim(out, targets)] if with_ssim else []
     return {"psnr": p, "ssim": s, "mse": float(((out - targets) ** 2).mean()), "outputs": out}
 
 
@@ -169,3 +170,64 @@ def reconstruction_cell(bench, row, column, seed, epochs, protocol, opts, log):
 
     m["_example"] = (uint8_images(test.inputs[:1])[0], uint8_images(out[:1])[0], uint8_images(test.targets[:1])[0])
     return m, loaded, trained_info
+
+
+def reconstruction_fn(model, who: str) -> Callable:
+    """The model's image-to-image map: ``restore(y)`` (paired models), else ``reconstruct(x)``
+    (autoencoders). An output with the input's number of values per image is reshaped to the
+    input's shape (MLP autoencoders may return flat vectors)."""
+    fn = getattr(model, "restore", None) or getattr(model, "reconstruct", None)
+    if not callable(fn):
+        raise EvalkitError(f"{who} has neither restore(y) nor reconstruct(x); a reconstruction evaluation needs one "
+                           "(an image batch [N, C, H, W] in [0, 1] -> the same shape in [0, 1])")
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        try:
+            out = torch.as_tensor(fn(x))
+        except RuntimeError as e:  # typically a model built for another image size
+            raise EvalkitError(f"{who} failed on images of shape {tuple(x.shape[1:])}: {str(e).splitlines()[0]}. "
+                               "Was it built (or trained) for this data set's image size?") from e
+        if out.shape != x.shape and out.dim() >= 1 and out.shape[0] == x.shape[0] and out[0].numel() == x[0].numel():
+            out = out.reshape(x.shape)
+        return out
+
+    return run
+
+
+def evaluate_reconstruction(model, dataset: str, *, split: str = "test", data_dir=None, size: Optional[int] = None,
+                            limit: int = 0, who: str = "model") -> dict:
+    """PSNR / SSIM / MSE of a model's reconstructions on ``split`` of ``dataset``.
+
+    ``dataset`` is a paired face task (``illumination-yale``, ``pose-ckplus48``, ``pose-jaffe``:
+    input -> target, as in the gasa-reconstruction table) or an image data set (``mnist``,
+    ``olivetti``, ...: the target is the input itself, the autoencoder protocol). ``limit``: the
+    first N images only (0: all)."""
+    from .data import load
+    from .data.face_tasks import TASKS, task_pairs
+
+    if dataset in TASKS:
+        pairs = task_pairs(dataset, split, size=size, data_dir=data_dir)
+        inputs, targets, fp, kind = pairs.inputs, pairs.targets, pairs.fingerprint, "paired"
+    else:
+        ds = load(dataset, split, data_dir=data_dir)
+        inputs = torch.from_numpy(np.asarray(ds.images, dtype=np.float32) / 255.0)
+        targets, fp, kind = inputs, ds.fingerprint, "autoencoder"
+    if limit:
+        inputs, targets = inputs[:limit], targets[:limit]
+    device = next((p.device for p in model.parameters()), torch.device("cpu")) if hasattr(model, "parameters") else torch.device("cpu")
+    fn = reconstruction_fn(model, who)
+    was_training = getattr(model, "training", False)
+    if hasattr(model, "eval"):
+        model.eval()
+    try:
+        t0 = time.perf_counter()
+        scores = score_pairs(lambda x: fn(x.to(device)).cpu(), inputs, targets, who, with_ssim=min(inputs.shape[-2:]) >= 11)
+    finally:
+        if was_training:
+            model.train()
+    return {
+        "value": float(np.mean(scores["psnr"])),
+        "details": {"psnr": float(np.mean(scores["psnr"])), "ssim": float(np.mean(scores["ssim"])) if scores["ssim"] else None, "mse": scores["mse"],
+                    "n_test": int(len(inputs)), "kind": kind, "eval_s": time.perf_counter() - t0},
+        "data": {"dataset": dataset, "split": split, "fingerprint": fp, "shape": list(inputs.shape[1:])},
+    }
