@@ -104,13 +104,13 @@ def restoration_figures(bench: Benchmark, records: list[dict], out_dir: Path) ->
         like = first["target"].shape[1:]
         align = max(1, round(like[0] / first["input"].shape[1]))
         view = (lambda a: _centre_crop(a, crop, like, align)) if crop else (lambda a: a)
-        panels = [("degraded input", view(first["input"]))]
+        panels = [("input" if bench.metric == "reconstruction" else "degraded input", view(first["input"]))]
         for r in recs:
             if r["row"] == "input":
                 continue
             psnr0 = (r.get("details") or {}).get("psnr", [None])[0]
             panels.append((f"{r.get('row_label', r['row'])}" + (f"\n{psnr0:.2f} dB" if psnr0 is not None else ""), view(np.load(r["example_preview"])["output"])))
-        panels.append(("original", view(first["target"])))
+        panels.append(("target" if bench.metric == "reconstruction" else "original", view(first["target"])))
         name = f"{bench.name}-{col.id}.png"
         where = f"centre {min(crop, *like)}x{min(crop, *like)} crop of the first test image" if crop else "first test image"
         title = f"{col.label}: {where} (seed {seed}; dB = PSNR of the whole image)"
