@@ -374,7 +374,6 @@ def evaluate_sample_quality(
     q["mode_counts"] = list(q.get("mode_counts", []))
     m["details"].update(q)
     m["details"]["parzen_ll"] = m["value"]
-    m["details"]["kid_x1000"] = 1000 * q["kid_mean"]
     return m
 
 
