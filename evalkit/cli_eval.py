@@ -1,0 +1,221 @@
+"""``evalkit eval ...``: a user's model under one benchmark's protocol (Parzen, semi-supervised,
+clustering, restoration, emotion, reconstruction). Registered on ``evalkit`` by :mod:`evalkit.cli`."""
+from __future__ import annotations
+
+import json
+
+import click
+
+from .cli_common import friendly_errors as _friendly_errors
+
+
+@click.group(name="eval")
+def eval_group():
+    """Evaluate your own model under a benchmark's protocol."""
+
+
+@eval_group.command(name="parzen")
+@click.option("--model", "spec", required=True, help="Model spec: reference name, pkg.mod:factory, or a TorchScript / evalkit .pt file.")
+@click.option("--checkpoint", default=None, help="Weights (state dict or evalkit checkpoint).")
+@click.option("--dataset", default="mnist", show_default=True, help="Data set of the protocol (mnist, fashion-mnist, olivetti, digits).")
+@click.option("--n-samples", type=int, default=10000, show_default=True)
+@click.option("--valid-limit", type=int, default=1000, show_default=True, help="First N validation images choose sigma (0: all).")
+@click.option("--sigma", type=float, default=None, help="Fix sigma instead of cross-validating it.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default=None)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_friendly_errors
+def eval_parzen(spec, checkpoint, dataset, n_samples, valid_limit, sigma, seed, device, data_dir, as_json):
+    """Gaussian Parzen log-likelihood of a user model (GAN paper protocol)."""
+    from .checkpoints import load_model
+    from .evaluation import evaluate_parzen
+    from reference_models.training import pick_device
+
+    loaded = load_model(spec, checkpoint, pick_device(device))
+    protocol = {"n_samples": n_samples, "valid_limit": valid_limit, "valid_split": "valid", "test_split": "test", "sample_seed": 1234}
+    if sigma is not None:
+        protocol["sigma_grid"] = [float(__import__("math").log10(sigma))] * 2 + [1]
+    m = evaluate_parzen(loaded.model, dataset=dataset, protocol=protocol, seed=seed, data_dir=data_dir, device=device, who=f"model {spec}")
+    m = {k: v for k, v in m.items() if not k.startswith("_")}
+    out = {"model": spec, "checkpoint": checkpoint, "checkpoint_sha256": loaded.checkpoint_sha256, **m}
+    if as_json:
+        click.echo(json.dumps(out, indent=2, default=float))
+    else:
+        d = m["details"]
+        click.echo(
+            f"Parzen log-likelihood on {dataset} test ({d['n_test']} images), {d['n_samples']} samples: "
+            f"{m['value']:.2f} ± {m['pm']:.2f} nats (sigma {d['sigma']:.4f} chosen on {d['n_valid']} validation images)"
+        )
+
+
+def _print_or_json(out: dict, as_json: bool, text: str) -> None:
+    click.echo(json.dumps(out, indent=2, default=float) if as_json else text)
+
+
+@eval_group.command(name="semi-supervised")
+@click.option("--model", "spec", required=True, help="Model spec offering predict_logits(x) -> [N, K]: reference name, pkg.mod:factory, or a .pt file.")
+@click.option("--checkpoint", default=None, help="Weights (state dict or evalkit checkpoint).")
+@click.option("--labels", "n_labels", type=int, required=True, help="Number of labels the model was trained with (0: all); recorded with the result.")
+@click.option("--label-seed", type=int, default=0, show_default=True, help="Seed of the labelled subset the model was trained with (see `evalkit data subset`).")
+@click.option("--dataset", default="mnist", show_default=True)
+@click.option("--device", default=None)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_friendly_errors
+def eval_semi(spec, checkpoint, n_labels, label_seed, dataset, device, data_dir, as_json):
+    """Test error of a user classifier trained with N labels (AAE paper Table 2 protocol).
+
+    The protocol's labelled subset is class-balanced and drawn from the training split
+    by a seeded permutation: export its indices with `evalkit data subset` and train on
+    those labels only; the test split is never used for training or model selection.
+    """
+    from .checkpoints import load_model
+    from .data import labelled_subset, load, subset_fingerprint
+    from .evaluation import evaluate_classifier
+    from reference_models.training import pick_device
+
+    loaded = load_model(spec, checkpoint, pick_device(device))
+    keep = labelled_subset(load(dataset, "train", data_dir=data_dir).labels, n_labels, label_seed)
+    m = evaluate_classifier(loaded.model, dataset=dataset, protocol={"test_split": "test"}, data_dir=data_dir, device=device, who=f"model {spec}")
+    m["details"].update(n_labels=int(keep.size), labelled_subset=subset_fingerprint(keep), label_seed=label_seed)
+    out = {"model": spec, "checkpoint": checkpoint, "checkpoint_sha256": loaded.checkpoint_sha256, **m}
+    d = m["details"]
+    _print_or_json(
+        out, as_json,
+        f"test error on {dataset} ({d['n_errors']} errors): {m['value']:.2f}% (accuracy {d['accuracy']:.4f}; "
+        f"mean per-class accuracy {d['mean_class_accuracy']:.4f}); protocol subset {d['labelled_subset']} of {d['n_labels']} labels, seed {label_seed}",
+    )
+
+
+@eval_group.command(name="clustering")
+@click.option("--model", "spec", required=True, help="Model spec offering cluster_probs(x) -> [N, K] (softmax q(y|x)).")
+@click.option("--checkpoint", default=None, help="Weights (state dict or evalkit checkpoint).")
+@click.option("--dataset", default="mnist", show_default=True)
+@click.option("--reference", type=click.Choice(["validation", "train"]), default="validation", show_default=True,
+              help="Set whose most confident example labels each cluster (the paper: a held-out validation set).")
+@click.option("--device", default=None)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_friendly_errors
+def eval_clustering(spec, checkpoint, dataset, reference, device, data_dir, as_json):
+    """Unsupervised cluster-assignment error of a user clusterer (AAE paper Table 3 protocol)."""
+    from .checkpoints import load_model
+    from .evaluation import evaluate_clusterer
+    from reference_models.training import pick_device
+
+    loaded = load_model(spec, checkpoint, pick_device(device))
+    m = evaluate_clusterer(loaded.model, dataset=dataset, protocol={"reference": reference}, data_dir=data_dir, device=device, who=f"model {spec}")
+    out = {"model": spec, "checkpoint": checkpoint, "checkpoint_sha256": loaded.checkpoint_sha256, **m}
+    d = m["details"]
+    _print_or_json(
+        out, as_json,
+        f"cluster-assignment error on {dataset} test: {m['value']:.2f}% ({d['n_clusters']} clusters, {d['n_clusters_used']} used; "
+        f"labels from the {reference} set); beside it: Hungarian accuracy {d['hungarian_accuracy_pct']:.2f}%, NMI {d['nmi']:.4f}",
+    )
+
+
+@eval_group.command(name="restoration")
+@click.option("--model", "spec", required=True, help="Model spec offering restore(y) -> x (degraded image in, restored image out, [0, 1]).")
+@click.option("--checkpoint", default=None, help="Weights (state dict or evalkit checkpoint).")
+@click.option("--task", required=True, help="Degradation task: sr2, sr4, noise05, noise10, noise20, blur.")
+@click.option("--dataset", default="set14", show_default=True, help="Test images: a restoration set (set14, set5, bsd68, cbsd68, kodak24, mcmaster, set12), 'natural' (the split's test half) or 'faces' (celeba test).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Noise seed (image i uses seed * 100003 + i).")
+@click.option("--channel", type=click.Choice(["rgb", "y"]), default="rgb", show_default=True)
+@click.option("--crop-border", type=int, default=None, help="Border crop before PSNR/SSIM (default: the SR scale, else 0).")
+@click.option("--device", default=None)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_friendly_errors
+def eval_restoration(spec, checkpoint, task, dataset, seed, channel, crop_border, device, data_dir, as_json):
+    """PSNR / SSIM of a user restorer on a test set under a named degradation (the restoration table's protocol)."""
+    from .baselines import DEGRADATIONS
+    from .checkpoints import load_model
+    from .data import load
+    from .errors import EvalkitError
+    from .evaluation import evaluate_restoration
+    from .restoration import GROUPS, group_data
+    from reference_models.training import pick_device
+
+    if task not in DEGRADATIONS:
+        raise EvalkitError(f"unknown task {task!r}; choose one of {', '.join(DEGRADATIONS)}")
+    deg = DEGRADATIONS[task]
+    if dataset in GROUPS:
+        _, images, _, _ = group_data(dataset, data_dir)
+    else:
+        test = load(dataset, "test", data_dir=data_dir)
+        images = [test.tensor(i) for i in range(len(test))] if hasattr(test, "files") else [test.tensor()[i : i + 1] for i in range(len(test))]
+    loaded = load_model(spec, checkpoint, pick_device(device))
+    if not callable(getattr(loaded.model, "restore", None)):
+        raise EvalkitError(f"model {spec}: {type(loaded.model).__name__} has no restore(y) method, which this protocol needs")
+    dev = pick_device(device)
+    border = deg.scale if crop_border is None and deg.kind == "sr" else (crop_border or 0)
+    m = evaluate_restoration(
+        lambda y: loaded.model.restore(y.to(dev)), images, deg, seed=seed, channel=channel, crop_border=border, who=f"model {spec}"
+    )
+    m.pop("_example")
+    out = {"model": spec, "checkpoint": checkpoint, "checkpoint_sha256": loaded.checkpoint_sha256, "dataset": dataset, **m}
+    d = m["details"]
+    _print_or_json(
+        out, as_json,
+        f"{task} on {dataset} ({d['n_images']} images, {channel}, border {border}): PSNR {m['value']:.2f} dB, SSIM {d['ssim']:.4f}"
+        + (f" (degraded input {d['input_psnr']:.2f} dB)" if d.get("input_psnr") is not None else ""),
+    )
+
+
+@eval_group.command(name="emotion")
+@click.option("--model", "spec", required=True, help="Model spec offering predict_logits(x) -> [N, 7]: reference name, pkg.mod:factory, or a .pt file.")
+@click.option("--checkpoint", default=None, help="Weights (state dict or evalkit checkpoint).")
+@click.option("--dataset", type=click.Choice(["ckplus48", "jaffe"]), default="ckplus48", show_default=True)
+@click.option("--size", type=int, default=None, help="Square input size (default: the emotion table's, 48 for ckplus48, 64 for jaffe).")
+@click.option("--device", default=None)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_friendly_errors
+def eval_emotion(spec, checkpoint, dataset, size, device, data_dir, as_json):
+    """Per-emotion accuracy of a user classifier on the test subjects (the emotion tables' protocol).
+
+    Images are gray, centre-cropped and resized to SIZE, in [0, 1]; the test subjects are never
+    in the training split (`evalkit.data.load(dataset, "train")` is what a model may train on).
+    """
+    from .checkpoints import load_model
+    from .emotion import emotion_split, score_classifier
+    from reference_models.training import pick_device
+
+    size = size or {"ckplus48": 48, "jaffe": 64}[dataset]
+    loaded = load_model(spec, checkpoint, pick_device(device))
+    x, y, classes, fp = emotion_split(dataset, "test", size, data_dir)
+    m = score_classifier(loaded.model, x, y, classes, f"model {spec}")
+    m["data"] = {"dataset": dataset, "test": fp, "size": size}
+    out = {"model": spec, "checkpoint": checkpoint, "checkpoint_sha256": loaded.checkpoint_sha256, **m}
+    per = ", ".join(f"{c} {v:.1f}" for c, v in m["details"]["per_class"].items())
+    _print_or_json(out, as_json, f"{dataset} test subjects ({m['details']['n_test']} images, {size}x{size}): mean per-emotion accuracy "
+                   f"{m['value']:.2f}% (overall {m['details']['overall_accuracy_pct']:.2f}%); {per}")
+
+
+@eval_group.command(name="reconstruction")
+@click.option("--model", "spec", required=True, help="Model spec offering restore(y) or reconstruct(x): reference name, pkg.mod:factory, or a .pt file.")
+@click.option("--checkpoint", default=None, help="Weights (state dict or evalkit checkpoint).")
+@click.option("--dataset", default="mnist", show_default=True,
+              help="A paired face task (illumination-yale, pose-ckplus48, pose-jaffe: input -> target) or an image data set (target = input).")
+@click.option("--split", default="test", show_default=True)
+@click.option("--size", type=int, default=None, help="Face tasks: square working size (default: the task's, 64 or 48).")
+@click.option("--limit", type=int, default=0, show_default=True, help="Only the first N images (0: all).")
+@click.option("--device", default=None)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_friendly_errors
+def eval_reconstruction(spec, checkpoint, dataset, split, size, limit, device, data_dir, as_json):
+    """PSNR / SSIM / MSE of a model's reconstructions: an autoencoder on an image set (sparse,
+    denoising, contractive AE, VAE, AAE ...) or an image-to-image model on a face task."""
+    from .checkpoints import load_model
+    from .reconstruction import evaluate_reconstruction
+    from reference_models.training import pick_device
+
+    loaded = load_model(spec, checkpoint, pick_device(device))
+    m = evaluate_reconstruction(loaded.model, dataset, split=split, data_dir=data_dir, size=size, limit=limit, who=f"model {spec}")
+    out = {"model": spec, "checkpoint": checkpoint, "checkpoint_sha256": loaded.checkpoint_sha256, **m}
+    d = m["details"]
+    what = "input -> target pairs" if d["kind"] == "paired" else "images, target = input"
+    _print_or_json(out, as_json, f"{dataset} {split} ({d['n_test']} {what}): PSNR {d['psnr']:.2f} dB, "
+                   + (f"SSIM {d['ssim']:.3f}" if d["ssim"] is not None else "no SSIM (images under its 11x11 window)") + f", MSE {d['mse']:.5f}")
