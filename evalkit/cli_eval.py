@@ -133,7 +133,7 @@ def eval_restoration(spec, checkpoint, task, dataset, seed, channel, crop_border
     from .checkpoints import load_model
     from .data import load
     from .errors import EvalkitError
-    from .evaluation import evaluate_restoration
+    from .restoration import evaluate_restoration
     from .restoration import GROUPS, group_data
     from reference_models.training import pick_device
 

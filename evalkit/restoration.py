@@ -1,4 +1,5 @@
-"""Restoration cells: data of a column, the method of a row, PSNR/SSIM of the pair.
+"""Restoration cells: data of a column, the method of a row, PSNR/SSIM of the pair
+(:func:`evaluate_restoration`, also behind ``evalkit eval restoration``).
 
 A restoration column names a degradation task (``evalkit.baselines.DEGRADATIONS``: ``sr2``,
 ``sr4``, ``noise05``, ``noise10``, ``noise20``, ``blur``) and an image group:
@@ -17,13 +18,15 @@ for ``natural``; ``celeba`` splits by file).
 """
 from __future__ import annotations
 
-from typing import Optional
+import time
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
 from . import data as ekdata
 from .errors import EvalkitError
+from .evaluation import uint8_images
 
 GROUPS = ("natural", "faces")
 
@@ -87,3 +90,107 @@ def example_arrays(example) -> dict:
 
 def as_numpy_images(x: torch.Tensor) -> np.ndarray:
     return (x.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+
+
+def evaluate_restoration(
+    restore: Callable[[torch.Tensor], torch.Tensor],
+    images: Sequence[torch.Tensor],
+    degradation,
+    *,
+    seed: int,
+    channel: str = "rgb",
+    crop_border: int = 0,
+    who: str = "restorer",
+    progress: bool = False,
+) -> dict:
+    """PSNR (dB) and SSIM of ``restore(degraded)`` against the clean images, per image,
+    averaged over images (DESIGN.md: MAX = 1 on [0, 1], RGB unless ``channel="y"``).
+
+    ``images``: clean ``[1, C, H, W]`` tensors in [0, 1] (sizes may differ). Image ``i`` is
+    degraded with seed ``seed * 100003 + i``, so every method sees identical inputs. The
+    degraded input's own PSNR (after clamping to [0, 1]) is recorded beside it. The first
+    image's (input, restoration, target) is returned under ``_example`` for figures.
+    """
+    from tqdm.auto import tqdm
+
+    from .metrics import psnr, ssim
+
+    vals, svals, in_vals = [], [], []
+    example = None
+    t0 = time.perf_counter()
+    for i, clean in enumerate(tqdm(images, disable=not progress, desc=who, leave=False)):
+        target = degradation.target(clean)
+        y = degradation.apply(clean, seed=seed * 100003 + i).y
+        with torch.no_grad():
+            out = restore(y)
+        if not isinstance(out, torch.Tensor):
+            out = torch.as_tensor(np.asarray(out))
+        out = out.detach().float().cpu()
+        if out.shape != target.shape:
+            raise EvalkitError(f"{who}: restore() returned shape {tuple(out.shape)} for a target of shape {tuple(target.shape)}")
+        if not torch.isfinite(out).all():
+            raise EvalkitError(f"{who}: restore() returned NaN or infinite values")
+        lo, hi = float(out.min()), float(out.max())
+        if lo < 0 or hi > 1:
+            raise EvalkitError(f"{who}: restore() returned values in [{lo:.4g}, {hi:.4g}], outside [0, 1]; clamp the output")
+        vals.append(float(psnr(out, target, channel=channel, crop_border=crop_border)[0]))
+        svals.append(float(ssim(out, target, channel=channel, crop_border=crop_border)[0]))
+        if degradation.kind != "sr":
+            in_vals.append(float(psnr(y.clamp(0, 1), target, channel=channel, crop_border=crop_border)[0]))
+        if example is None:
+            example = (uint8_images(y.clamp(0, 1))[0], uint8_images(out)[0], uint8_images(target)[0])
+    return {
+        "value": float(np.mean(vals)),
+        "pm": None,
+        "details": {
+            "psnr": vals,
+            "ssim": float(np.mean(svals)),
+            "ssim_per_image": svals,
+            "input_psnr": float(np.mean(in_vals)) if in_vals else None,
+            "n_images": len(vals),
+            "channel": channel,
+            "crop_border": crop_border,
+            "degradation": degradation.to_dict(),
+            "degradation_seed": seed,
+        },
+        "timings": {"eval_s": time.perf_counter() - t0},
+        "_example": example,
+    }
+
+
+def restoration_cell(bench, row, column, seed, epochs, protocol, opts, log):
+    """(measurement fields, loaded model or None, training info) of one restoration cell."""
+    from reference_models.training import pick_device
+
+    from .baselines import DEGRADATIONS
+    from .checkpoints import load_model
+    from .runner import train_or_reuse
+
+    deg = DEGRADATIONS[protocol["task"]]
+    train, test_images, desc, test_fp = group_data(column.dataset, opts.data_dir)
+    limit = int(protocol.get("n_test", 0) or 0)
+    if limit:
+        test_images = test_images[:limit]
+    loaded, trained_info = None, {"epochs": None, "trained_now": False, "train_s": None}
+    if row.user:
+        loaded = load_model(row.model, row.checkpoint, pick_device(opts.device))
+        restore, who, method = loaded.model.restore, f"user model {row.model}", {"model": row.model}
+    elif row.pipeline == "baseline":
+        restore, params = restorer_for(row, deg)
+        who, method = f"baseline {row.pipeline_kwargs['restorer']}", {"restorer": row.pipeline_kwargs["restorer"], **params}
+    else:
+        patches = training_patches(train, int(protocol.get("patch_size", 64)), int(protocol.get("n_patches", 4000)), seed=seed)
+        tr = train_or_reuse(
+            row, column.dataset, "train", seed, epochs, train_set=patches, extra_kwargs={"degradation": model_degradation(deg)},
+            cache_dir=opts.cache_dir, data_dir=opts.data_dir, device=opts.device, progress=opts.progress, log=log,
+        )
+        loaded = tr.loaded
+        restore, who, method = loaded.model.restore, f"reference model {row.model}", {"model": row.model}
+        trained_info = {"epochs": tr.epochs, "trained_now": tr.trained_now, "train_s": tr.train_seconds, "patches": patches.fingerprint}
+    m = evaluate_restoration(
+        restore, test_images, deg, seed=seed, channel=protocol.get("channel", "rgb"),
+        crop_border=int(protocol.get("crop_border", 0)), who=who, progress=opts.progress,
+    )
+    m["details"].update(method=method, data=desc)
+    m["data"] = {"group": column.dataset, "test": test_fp}
+    return m, loaded, trained_info

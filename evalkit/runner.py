@@ -272,6 +272,8 @@ def run_cell(bench, row, column, seed, epochs, protocol, cfg, key, opts: RunOpti
         return _record(bench, row, column, seed, cfg, key, m, loaded, trained_info, {}, dev, t0)
     if bench.metric in ("restoration", "reconstruction"):
         if bench.metric == "restoration":
+            from .restoration import restoration_cell
+
             m, loaded, trained_info = restoration_cell(bench, row, column, seed, epochs, protocol, opts, log)
         else:
             from .reconstruction import reconstruction_cell
@@ -338,42 +340,6 @@ def run_cell(bench, row, column, seed, epochs, protocol, cfg, key, opts: RunOpti
             m["timings"]["kmeans_fit_s"] = time.perf_counter() - t1
     previews = save_previews(bench, row, column, seed, cfg, m, model, opts)
     return _record(bench, row, column, seed, cfg, key, m, loaded, trained_info, previews, dev, t0)
-
-
-def restoration_cell(bench, row, column, seed, epochs, protocol, opts: RunOptions, log):
-    """(measurement fields, loaded model or None, training info) of one restoration cell."""
-    from .baselines import DEGRADATIONS
-    from .evaluation import evaluate_restoration
-    from .restoration import group_data, model_degradation, restorer_for, training_patches
-
-    deg = DEGRADATIONS[protocol["task"]]
-    train, test_images, desc, test_fp = group_data(column.dataset, opts.data_dir)
-    limit = int(protocol.get("n_test", 0) or 0)
-    if limit:
-        test_images = test_images[:limit]
-    loaded, trained_info = None, {"epochs": None, "trained_now": False, "train_s": None}
-    if row.user:
-        loaded = load_model(row.model, row.checkpoint, pick_device(opts.device))
-        restore, who, method = loaded.model.restore, f"user model {row.model}", {"model": row.model}
-    elif row.pipeline == "baseline":
-        restore, params = restorer_for(row, deg)
-        who, method = f"baseline {row.pipeline_kwargs['restorer']}", {"restorer": row.pipeline_kwargs["restorer"], **params}
-    else:
-        patches = training_patches(train, int(protocol.get("patch_size", 64)), int(protocol.get("n_patches", 4000)), seed=seed)
-        tr = train_or_reuse(
-            row, column.dataset, "train", seed, epochs, train_set=patches, extra_kwargs={"degradation": model_degradation(deg)},
-            cache_dir=opts.cache_dir, data_dir=opts.data_dir, device=opts.device, progress=opts.progress, log=log,
-        )
-        loaded = tr.loaded
-        restore, who, method = loaded.model.restore, f"reference model {row.model}", {"model": row.model}
-        trained_info = {"epochs": tr.epochs, "trained_now": tr.trained_now, "train_s": tr.train_seconds, "patches": patches.fingerprint}
-    m = evaluate_restoration(
-        restore, test_images, deg, seed=seed, channel=protocol.get("channel", "rgb"),
-        crop_border=int(protocol.get("crop_border", 0)), who=who, progress=opts.progress,
-    )
-    m["details"].update(method=method, data=desc)
-    m["data"] = {"group": column.dataset, "test": test_fp}
-    return m, loaded, trained_info
 
 
 def _save_example(bench, row, column, seed, example, opts: RunOptions) -> str:

@@ -241,7 +241,7 @@ def _manifest_message(spec: DatasetSpec, root: Path, how: str, d: Path, actual: 
         f"Data directory: {root} -- {how}",
         "To fix, either:",
         f"  - copy the set again from its source ({spec.source})",
-        f"  - or find the bad file with `sha256sum -c` against the checksums published with your copy of the set",
+        "  - or find the bad file with `sha256sum -c` against the checksums published with your copy of the set",
         f"  - or point --data-dir / EVALKIT_DATA at a directory that holds a good {spec.dirname}/",
     ])
 
