@@ -111,5 +111,6 @@ def _pretrain_encoder(row, column, seed, protocol, opts, log) -> tuple:
     tr = train_or_reuse(
         pre, task, "train", seed, epochs, train_set=pair_training_set(pairs), extra_kwargs={"image_shape": list(pairs.image_shape)},
         cache_dir=opts.cache_dir, data_dir=opts.data_dir, device=opts.device, progress=opts.progress, log=log,
+        snapshot_every=1,  # the same run as gasa-reconstruction's GASA row (same key): keep what its timing curve reads
     )
     return str(tr.path), {"model": pre.model, "task": task, "epochs": epochs, "checkpoint": str(tr.path), "pairs": pairs.fingerprint}
