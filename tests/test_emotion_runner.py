@@ -82,6 +82,8 @@ def test_emotion_cells_pretraining_and_transposed_report(tmp_path):
     assert recs["cnn"]["value"] == pytest.approx(sum(d["per_class"].values()) / 7)
     pre = recs["cnn-gasa"]["train"]["pretrain"]
     assert pre["model"] == "gasa" and pre["task"] == "pose-jaffe" and Path(pre["checkpoint"]).exists()
+    # a run shared with the gasa-reconstruction table: every epoch's snapshot is kept for its timing curve
+    assert sorted(p.name for p in Path(pre["checkpoint"]).parent.glob("epoch_*.pt")) == ["epoch_1.pt", "epoch_2.pt"]
     # the pre-trained classifier's trunk started from the GASA encoder
     from evalkit.checkpoints import load_evalkit_checkpoint
 
