@@ -264,6 +264,16 @@ def test_relative_to_row_column_is_paired_by_seed():
     assert cells["none"][2].reproduced is None  # never reached the target: no ratio
     assert cells["aae"][1].value == pytest.approx(np.mean(list(t_gasa.values())))  # the plain column is unpaired
     assert cells["aae"][2].best  # lower is better
+    assert "Higher is better (and marked best) in: time; time / GAN AE." not in table.footnotes  # same direction as the table
+    flipped = build_table(parse({**spec, "higher_is_better": True, "columns": [spec["columns"][0]] + [{**c, "higher_is_better": False} for c in spec["columns"][1:]]}), recs)
+    assert "Lower is better (and marked best) in: time; time / GAN AE." in flipped.footnotes
     bad = {**spec, "columns": spec["columns"][:2] + [{**spec["columns"][2], "relative_to_row": "nope"}]}
     with pytest.raises(EvalkitError, match="relative_to_row"):
         parse(bad)
+
+
+def test_budget_note_claims_a_gap_only_where_a_value_was_published(bench):
+    recs = [R("gan", "c1", 10.0, epochs=7), R("aae", "c2", 10.0, epochs=9)]  # AAE has no published TFD value
+    notes = build_table(bench, recs).footnotes
+    assert any(n.startswith("GAN: trained 7 epochs on cpu:test") and "may explain a gap" in n for n in notes)
+    assert "AAE: trained 9 epochs on cpu:test." in notes

@@ -194,6 +194,9 @@ def build_table(bench: Benchmark, records: list[dict], *, config_filter: Optiona
             cells.append(cell)
         table_rows.append((row.id, row.label, cells))
 
+    flipped = [c.reproduced_label or c.label for c in bench.columns if c.higher_is_better is not None and c.higher_is_better != bench.higher_is_better]
+    if flipped:
+        notes.add(f"{'Lower' if bench.higher_is_better else 'Higher'} is better (and marked best) in: {'; '.join(flipped)}.")
     calibration = {r.id for r in bench.rows if r.calibration}
     for ci, c in enumerate(bench.columns):
         hib = bench.higher_is_better if c.higher_is_better is None else c.higher_is_better
@@ -240,11 +243,12 @@ def deviation_notes(bench: Benchmark, row, column, recs: list[dict]) -> list[str
     if epochs:
         dev = sorted({(r.get("provenance") or {}).get("device", "?") for r in recs})
         paper = row.train.get("paper_epochs")
-        tail = (
-            f"; the paper trained {paper}, so the shorter budget may explain a gap."
-            if paper
-            else "; the paper's training length is not stated, so fewer epochs than the authors used may explain a gap."
-        )
+        if not row.published.get(column.id):  # nothing published to fall short of: just state the budget
+            tail = "."
+        elif paper:
+            tail = f"; the paper trained {paper}, so the shorter budget may explain a gap."
+        else:
+            tail = "; the paper's training length is not stated, so fewer epochs than the authors used may explain a gap."
         unit = "epoch" if epochs == [1] else "epochs"
         out.append(f"{row.label}: trained {', '.join(map(str, epochs))} {unit} on {', '.join(dev)}{tail}")
     if row.user:
