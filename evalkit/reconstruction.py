@@ -36,18 +36,15 @@ def pair_training_set(pairs):
     return TensorTrainingSet(pairs.stacked().float(), np.zeros(len(pairs), np.int64), pairs.fingerprint)
 
 
-def batched_restore(restore: Callable, x: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    with torch.no_grad():
-        out = [torch.as_tensor(restore(x[i : i + batch])).detach().float().cpu() for i in range(0, len(x), batch)]
-    return torch.cat(out)
-
-
-def score_pairs(restore: Callable, inputs: torch.Tensor, targets: torch.Tensor, who: str, *, with_ssim: bool = True) -> dict:
+def score_pairs(restore: Callable, inputs: torch.Tensor, targets: torch.Tensor, who: str, *, device=None,
+                with_ssim: bool = True) -> dict:
     """PSNR / SSIM of ``restore(inputs)`` against ``targets`` per pair (checked: shape, finite, [0, 1]).
-    ``with_ssim=False``: no SSIM (``[]``), for images under SSIM's 11x11 window."""
+    ``inputs`` go to ``device`` (default CPU) in batches of 256. ``with_ssim=False``: no SSIM
+    (``[]``), for images under SSIM's 11x11 window."""
+    from .evaluation import batched
     from .metrics import psnr, ssim
 
-    out = batched_restore(restore, inputs)
+    out = batched(restore, inputs, torch.device(device or "cpu"), batch=256)
     if out.shape != targets.shape:
         raise EvalkitError(f"{who}: restore() returned shape {tuple(out.shape)} for targets of shape {tuple(targets.shape)}")
     if not torch.isfinite(out).all():
@@ -69,6 +66,7 @@ def validation_curve(run_dir, epochs: int, valid, device) -> list:
     import json
 
     from .checkpoints import load_evalkit_checkpoint
+    from .evaluation import batched
 
     cache = run_dir / f"valid_curve2-{valid.fingerprint[:16]}.json"
     curve = json.loads(cache.read_text()) if cache.exists() else []
@@ -82,7 +80,7 @@ def validation_curve(run_dir, epochs: int, valid, device) -> list:
         walls, cpus = loaded.info.get("epoch_wall_s") or [], loaded.info.get("epoch_cpu_s") or []
         if len(walls) < e or len(cpus) < e:
             continue
-        out = batched_restore(loaded.model.restore, valid.inputs)
+        out = batched(loaded.model.restore, valid.inputs, torch.device(device or "cpu"), batch=256)
         curve.append([float(walls[e - 1]), float(cpus[e - 1]), float(((out - valid.targets) ** 2).mean())])
     if len(curve) == epochs:  # complete: cache it and drop the intermediate snapshots
         tmp = cache.with_suffix(".tmp")
@@ -144,7 +142,7 @@ def reconstruction_cell(bench, row, column, seed, epochs, protocol, opts, log):
         curve = validation_curve(tr.path.parent, epochs, valid, dev)
         trained_info["curve_eval_s"] = time.perf_counter() - t1
     t0 = time.perf_counter()
-    sc = score_pairs(restore, test.inputs, test.targets, who)
+    sc = score_pairs(restore, test.inputs, test.targets, who, device=dev)
     target = target_mse(protocol, valid)
     out = sc.pop("outputs")
     m = {
@@ -214,14 +212,15 @@ def evaluate_reconstruction(model, dataset: str, *, split: str = "test", data_di
         targets, fp, kind = inputs, ds.fingerprint, "autoencoder"
     if limit:
         inputs, targets = inputs[:limit], targets[:limit]
-    device = next((p.device for p in model.parameters()), torch.device("cpu")) if hasattr(model, "parameters") else torch.device("cpu")
+    from .evaluation import _device_of
+
     fn = reconstruction_fn(model, who)
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
     try:
         t0 = time.perf_counter()
-        scores = score_pairs(lambda x: fn(x.to(device)).cpu(), inputs, targets, who, with_ssim=min(inputs.shape[-2:]) >= 11)
+        scores = score_pairs(fn, inputs, targets, who, device=_device_of(model, None), with_ssim=min(inputs.shape[-2:]) >= 11)
     finally:
         if was_training:
             model.train()
