@@ -118,17 +118,23 @@ def restoration_figures(bench: Benchmark, records: list[dict], out_dir: Path) ->
     return figs
 
 
-def write_report(bench: Benchmark, store: ResultStore, out_dir: Path, formats=("md", "tex"), figures: bool = True) -> dict[str, Path]:
-    """Write ``<out_dir>/<bench>.md`` / ``.tex`` (and sample PNGs); return the paths written."""
+def _table_and_figures(bench: Benchmark, store: ResultStore, out_dir: Path, figures: bool) -> tuple[Table, list]:
+    """The benchmark's table from its store, and its figures written to ``out_dir`` (when asked)."""
     records = store.records(bench.name)
     table = build_table(bench, records)
+    if not figures:
+        return table, []
+    if bench.metric in ("restoration", "reconstruction"):
+        return table, restoration_figures(bench, records, out_dir)
+    return table, sample_figures(bench, table, records, out_dir)
+
+
+def write_report(bench: Benchmark, store: ResultStore, out_dir: Path, formats=("md", "tex"), figures: bool = True) -> dict[str, Path]:
+    """Write ``<out_dir>/<bench>.md`` / ``.tex`` (and sample PNGs); return the paths written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    table, figs = _table_and_figures(bench, store, out_dir, figures)
     written: dict[str, Path] = {}
-    figs = []
-    if figures:
-        paired = bench.metric in ("restoration", "reconstruction")
-        figs = restoration_figures(bench, records, out_dir) if paired else sample_figures(bench, table, records, out_dir)
     if "md" in formats:
         p = out_dir / f"{bench.name}.md"
         p.write_text(to_markdown(table, figures=figs))
@@ -160,12 +166,7 @@ def write_suite_report(suite, store: ResultStore, out_dir: Path, formats=("md", 
            + ", ".join(b.name for b in suite.parts) + "."]
     written: dict[str, Path] = {}
     for bench in suite.parts:
-        records = store.records(bench.name)
-        table = build_table(bench, records)
-        figs = []
-        if figures:
-            paired = bench.metric in ("restoration", "reconstruction")
-            figs = restoration_figures(bench, records, out_dir) if paired else sample_figures(bench, table, records, out_dir)
+        table, figs = _table_and_figures(bench, store, out_dir, figures)
         md += [_demote(to_markdown(table, figures=figs)), ""]
         tex += ["", to_latex(table)]
         for _, name, *_ in figs:
