@@ -1,6 +1,7 @@
 """Building blocks of the GASA models (:mod:`reference_models.gasa`): the paired-image
 convention, the convolutional encoder / decoder, the one-layer and DCGAN discriminators, the
-pixel loss, PSNR, Adam with the GAN settings, and one adversarial step. The assumptions behind
+pixel loss, PSNR, Adam with the GAN settings, and one adversarial step (also the restoration
+GAN's, :mod:`reference_models.restoration_gan`). The assumptions behind
 each are stated in :mod:`reference_models.gasa`'s docstring."""
 from __future__ import annotations
 

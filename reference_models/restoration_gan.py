@@ -74,6 +74,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .gasa_blocks import adversarial_step
+
 OUTPUTS = ("residual", "sigmoid")
 BOUNDARIES = ("circular", "reflect")
 DEGRADATION_DEFAULTS = {
@@ -314,29 +316,15 @@ class RestorationGAN(nn.Module):
             g_opt.zero_grad(set_to_none=True)
             l1.backward()
             g_opt.step()
-            g_loss = l1
+            g_loss = l1.item()
         else:
-            # D step: real -> 1, fake -> 0 (separate forwards: BatchNorm per minibatch)
-            d_real = self.discriminator(x)
-            d_fake = self.discriminator(fake.detach())
-            d_loss = 0.5 * (
-                F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real))
-                + F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake))
-            )
-            d_opt.zero_grad(set_to_none=True)
-            d_loss.backward()
-            d_opt.step()
-            # G step: the same G(y) scored by the updated D; gradient for G's parameters only
-            logits = self.discriminator(fake)
-            adv = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
-            g_loss = h["l1_weight"] * l1 + h["adv_weight"] * adv
+            # D step (real -> 1, fake -> 0), then G on l1_weight * L1 + adv_weight * BCE(D(G(y)), 1)
+            # rescored by the updated D: the shared step of the GASA models
             g_params = [p for grp in g_opt.param_groups for p in grp["params"]]
-            for p, g in zip(g_params, torch.autograd.grad(g_loss, g_params)):
-                p.grad = g
-            g_opt.step()
-            out = {"d_loss": d_loss.item(), "d_real": torch.sigmoid(d_real).mean().item(),
-                   "d_fake": torch.sigmoid(d_fake).mean().item(), "g_adv": adv.item()}
+            out = adversarial_step(self.discriminator, x, fake, h["l1_weight"] * l1, adv_weight=h["adv_weight"],
+                                   d_opt=d_opt, g_params=g_params, g_opts=[g_opt])
+            g_loss = out.pop("g_loss")
         with torch.no_grad():
             mse = (fake.detach().clamp(0, 1) - x).pow(2).flatten(1).mean(1).clamp_min(1e-10)
             psnr = (-10 * torch.log10(mse)).mean()
-        return {"g_loss": g_loss.item(), "l1": l1.item(), "psnr": psnr.item(), **out}
+        return {"g_loss": g_loss, "l1": l1.item(), "psnr": psnr.item(), **out}
