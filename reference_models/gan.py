@@ -6,9 +6,13 @@ Follows ``mnist.yaml`` of the authors' code (``goodfeli/adversarial``), MODELS.m
   weights U(+-0.05); output bias initialised to the logit of the pixel marginals.
 * D: D -> maxout 240 units x 5 pieces -> maxout 240 x 5 -> FC 1 sigmoid; weights
   U(+-0.005). Dropout on each layer's input: keep 0.8 at the input, 0.5 elsewhere
-  (inverted dropout, i.e. pylearn2's include-probability with scale 1/p).
-  ``max_col_norm`` 1.9365 on D's output layer [A: the TFD yamls use this value; the
-  MNIST yaml's setting was not re-read].
+  (inverted dropout: ``AdversaryCost2`` sets include 0.8 / scale 1.25 at h0 and
+  include 0.5 / scale 2 elsewhere, i.e. scale = 1/p). D keeps its dropout in the pass
+  that gives G's loss (``no_drop_in_d_for_g`` is False in ``mnist.yaml``).
+* No column-norm constraint: ``mnist.yaml`` has no ``max_col_norm`` (only the TFD yamls
+  constrain columns, 1.9365 on every D layer). ``max_col_norm`` is offered for those;
+  on MNIST with the SGD schedule it lets D win (accuracy ~1.0) and G collapse
+  (results/diagnostics/gan-colnorm.md).
 * Losses: D minimises 1/2 [BCE(D(x), 1) + BCE(D(G(z)), 0)]; G minimises
   BCE(D(G(z)), 1) = -log D(G(z)) (non-saturating). D and G are updated at the same step
   from the same minibatch (k = 1, simultaneous gradient step, as pylearn2 does).
@@ -47,7 +51,7 @@ class GAN(nn.Module):
         hidden_keep: float = 0.5,
         g_irange: float = 0.05,
         d_irange: float = 0.005,
-        max_col_norm: Optional[float] = 1.9365,
+        max_col_norm: Optional[float] = None,
         noise: str = "uniform",
         lr: float = 0.1,
         lr_decay: float = 1.000004,
@@ -170,8 +174,9 @@ class GAN(nn.Module):
             p.grad = gr
         d_opt.step()
         g_opt.step()
-        if self.hparams["max_col_norm"]:
-            max_col_norm_(self.d_out, self.hparams["max_col_norm"])
+        if self.hparams["max_col_norm"]:  # the TFD yamls: every D layer (not in mnist.yaml)
+            for layer in [*(m.linear for m in self.d_hidden), self.d_out]:
+                max_col_norm_(layer, self.hparams["max_col_norm"])
         with torch.no_grad():
             acc = 0.5 * ((d_real > 0).float().mean() + (d_fake < 0).float().mean())
         return {"d_loss": d_loss.item(), "g_loss": g_loss.item(), "d_acc": acc.item()}
