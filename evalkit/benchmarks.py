@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from .errors import EvalkitError
+from .paths import safe_name
 
 KNOWN_METRICS = {"parzen", "semi-supervised", "clustering", "restoration", "sample-quality", "reconstruction", "emotion"}
 
@@ -117,6 +118,14 @@ def _need(d: dict, key: str, where: str):
 
 def parse(data: dict, path: Optional[Path] = None) -> Benchmark:
     where = str(path or "benchmark spec")
+    # Names and ids become file names (result store, previews, figures): checked first, before anything runs.
+    safe_name(_need(data, "name", where), what=f"{where}: benchmark name")
+    for c in data.get("columns", []):
+        safe_name(_need(c, "id", f"{where} [[columns]]"), what=f"{where}: column id")
+        if c.get("dataset"):
+            safe_name(c["dataset"], what=f"{where} column {c['id']}: dataset")
+    for r in data.get("rows", []):
+        safe_name(_need(r, "id", f"{where} [[rows]]"), what=f"{where}: row id")
     metric = _need(data, "metric", where)
     if metric not in KNOWN_METRICS:
         raise EvalkitError(f"{where}: unknown metric {metric!r}; known: {', '.join(sorted(KNOWN_METRICS))}")
@@ -217,13 +226,17 @@ class Suite:
     path: Optional[Path] = None
 
 
-def _spec_path(name_or_path: str, near: Optional[Path] = None) -> Path:
+def _spec_path(name_or_path: str, near: Optional[Path] = None, what: str = "benchmark name") -> Path:
+    """The TOML of a bare benchmark name (``near``, then the benchmarks folder), or an
+    existing ``.toml`` file named explicitly (not for suite parts: ``near`` is given)."""
     p = Path(name_or_path)
-    if p.suffix == ".toml" and p.exists():
+    if near is None and p.suffix == ".toml" and p.is_file():
         return p
+    hint = "" if near else f"(a benchmark is named by its file's stem in {benchmarks_dir()}, or given as the path of a .toml file)"
+    name = safe_name(name_or_path, what=what, known=available(), hint=hint)
     for d in ([near] if near else []) + [benchmarks_dir()]:
-        if (d / f"{name_or_path}.toml").exists():
-            return d / f"{name_or_path}.toml"
+        if (d / f"{name}.toml").is_file():
+            return d / f"{name}.toml"
     known = ", ".join(available()) or "(none found)"
     raise EvalkitError(f"unknown benchmark {name_or_path!r}; known: {known} (looked in {benchmarks_dir()})")
 
@@ -243,11 +256,12 @@ def load_spec(name_or_path: str):
         return parse(data, p)
     where = str(p)
     name, title = _need(data, "name", where), _need(data, "title", where)
+    safe_name(name, what=f"{where}: suite name")
     if not isinstance(data["parts"], list) or not data["parts"]:
         raise EvalkitError(f"{where}: 'parts' must be a non-empty list of benchmark names")
     parts = []
     for part in data["parts"]:
-        pp = _spec_path(str(part), near=p.parent)
+        pp = _spec_path(str(part), near=p.parent, what=f"{where}: part")
         pdata = _read_toml(pp)
         if "parts" in pdata:
             raise EvalkitError(f"{where}: part {part!r} is itself a suite; list its parts instead")

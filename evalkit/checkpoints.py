@@ -7,21 +7,32 @@ A *model spec* is one of:
 * ``my_pkg.models:build`` -- a user factory (or class) called with no arguments, or with
   the checkpoint's stored constructor arguments when it has them;
 * ``path/to/model.pt`` -- a TorchScript file, or a checkpoint written by evalkit (which
-  carries its class and constructor arguments, so no other file is needed).
+  names its reference model and constructor arguments, so no other file is needed).
 
 ``--checkpoint`` supplies weights: an evalkit checkpoint or a bare state dict. Keys and
 shapes are checked and every mismatch is named.
+
+Safety: a file never decides what code runs. Every checkpoint is read with
+``torch.load(..., weights_only=True)`` (tensors and plain containers only; a pickle that
+would construct other objects is refused), and the model an evalkit checkpoint names must
+be a registered reference model (:data:`reference_models.REGISTRY`) or a name in the
+``evalkit.models`` entry-point group of a package the user installed -- never an import
+path read from the file. Code runs only where the user named it: a ``package.module:factory``
+spec, an installed entry point, or a TorchScript file passed as ``--model`` (TorchScript is
+a program; load only files you trust).
 """
 from __future__ import annotations
 
 import hashlib
 import importlib
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from torch.torch_version import TorchVersion
 
 from .errors import EvalkitError
 
@@ -58,7 +69,10 @@ def run_dir(
     key = {"model": model, "model_kwargs": model_kwargs, "dataset": dataset, "split": split, "batch_size": batch_size}
     if labels is not None:
         key["labels"] = labels
-    return Path(cache_dir) / "runs" / f"{model}-{dataset}-{config_hash(key)}" / f"seed{seed}"
+    from .paths import inside, safe_name
+
+    name = f"{safe_name(model, what='model name')}-{safe_name(dataset, what='data set name')}-{config_hash(key)}"
+    return inside(Path(cache_dir) / "runs", name, f"seed{int(seed)}")
 
 
 def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
@@ -83,7 +97,11 @@ def _import_object(target: str):
     try:
         mod = importlib.import_module(module)
     except ImportError as e:
-        raise EvalkitError(f"cannot import module {module!r} for model spec {target!r}: {e}. Is the package installed / on PYTHONPATH?") from e
+        raise EvalkitError(f"cannot import module {module!r} for model spec {target!r}: {e}. Is the package installed / on PYTHONPATH?") from None
+    except SyntaxError as e:
+        raise EvalkitError(f"module {module!r} (model spec {target!r}) has a syntax error: {e.filename}:{e.lineno}: {e.msg}") from None
+    except Exception as e:
+        raise EvalkitError(f"importing module {module!r} (model spec {target!r}) raised {type(e).__name__}: {e}") from None
     obj = mod
     for part in attr.split("."):
         if not hasattr(obj, part):
@@ -130,13 +148,59 @@ def load_state_strict(model: torch.nn.Module, state: dict, source: str) -> None:
     model.load_state_dict(state)
 
 
-def _read_checkpoint(path: Path) -> Any:
+def read_checkpoint_file(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)`` with clear errors: a missing file, a truncated or
+    non-torch file, and a pickle that asks to build objects other than tensors and plain
+    containers (which is refused, never executed)."""
+    path = Path(path)
     if not path.exists():
         raise EvalkitError(f"checkpoint file not found: {path}")
+    if not path.is_file():
+        raise EvalkitError(f"checkpoint {path} is not a file")
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        # TorchVersion is a str subclass that checkpoints written before 2026-12 carry in their provenance.
+        with torch.serialization.safe_globals([TorchVersion]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        why = next((ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln or "GLOBAL" in ln), None)
+        if why is None:  # not a pickle that asks for code: a damaged or foreign file
+            raise EvalkitError(f"cannot read checkpoint {path}: not a complete file written by torch.save (truncated or another format)") from None
+        raise EvalkitError(
+            f"refusing to load {path}: it is not a weights-only checkpoint (its pickle asks to build or call "
+            f"something other than tensors and plain containers: {why[:300]}). evalkit never "
+            "executes code from a checkpoint; save the weights with torch.save(model.state_dict(), path), "
+            "or pass a TorchScript file you trust as --model."
+        ) from None
     except Exception as e:
-        raise EvalkitError(f"cannot read checkpoint {path}: {e}. Is it a file written by torch.save?") from e
+        raise EvalkitError(f"cannot read checkpoint {path}: {str(e).splitlines()[0][:300]}. Is it a complete file written by torch.save?") from None
+
+
+_read_checkpoint = read_checkpoint_file
+
+
+def resolve_checkpoint_class(ck: dict, path: Path):
+    """The class an evalkit checkpoint names, resolved only through the registry of reference
+    models or an installed ``evalkit.models`` entry point (never an import path from the file)."""
+    import reference_models
+
+    name = ck.get("model_name")
+    cls_path = ck.get("class")
+    if isinstance(name, str) and name in reference_models.REGISTRY:
+        registered = reference_models.REGISTRY[name]
+        if cls_path not in (None, registered):
+            raise EvalkitError(
+                f"{path}: the checkpoint names model {name!r} but class {cls_path!r}, which is not that model's "
+                f"registered class ({registered}); refusing to load it"
+            )
+        return reference_models.model_class(name)
+    if isinstance(name, str) and name in entry_point_names():
+        return _entry_point(name)
+    known = sorted(reference_models.REGISTRY) + entry_point_names()
+    raise EvalkitError(
+        f"{path}: the checkpoint names model {name!r} (class {cls_path!r}), which is not a registered reference model "
+        f"or an installed 'evalkit.models' entry point; evalkit never imports a class path read from a file. "
+        f"Known models: {', '.join(known)}. For your own model pass --model package.module:factory --checkpoint {path}."
+    )
 
 
 def load_evalkit_checkpoint(path: Path, device: Optional[torch.device] = None) -> LoadedModel:
@@ -145,14 +209,37 @@ def load_evalkit_checkpoint(path: Path, device: Optional[torch.device] = None) -
     ck = _read_checkpoint(path)
     if not (isinstance(ck, dict) and "state_dict" in ck and "class" in ck):
         raise EvalkitError(f"{path} is not an evalkit checkpoint (no 'class'/'state_dict'); pass --model to say which model it belongs to")
-    cls = _import_object(ck["class"])
-    model = cls(**ck.get("model_kwargs", {}))
+    cls = resolve_checkpoint_class(ck, path)
+    kwargs = ck.get("model_kwargs") or {}
+    if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+        raise EvalkitError(f"{path}: 'model_kwargs' must be a dict of constructor arguments, got {type(kwargs).__name__}")
+    try:
+        model = cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise EvalkitError(f"{path}: model {ck.get('model_name')!r} rejected the checkpoint's constructor arguments {sorted(kwargs)}: {e}") from None
     load_state_strict(model, ck["state_dict"], str(path))
     if device is not None:
         model.to(device)
     model.eval()
     info = {k: ck.get(k) for k in INFO_KEYS}
     return LoadedModel(model, str(path), str(path), file_sha256(path), info)
+
+
+def _call_factory(factory, spec: str, kwargs: dict, ck_path: Optional[Path]):
+    """``factory(**kwargs)`` (``factory()`` without stored arguments) with one clear error line."""
+    if not callable(factory):
+        raise EvalkitError(f"model spec {spec!r} names a {type(factory).__name__}, not a class or factory function")
+    try:
+        return factory(**kwargs) if kwargs else factory()
+    except TypeError as e:
+        if kwargs:
+            raise EvalkitError(
+                f"model spec {spec!r} does not take the constructor arguments stored in {ck_path} ({', '.join(sorted(kwargs))}): {e}. "
+                "Give it a factory that accepts them, or save a bare state dict (torch.save(model.state_dict(), path))."
+            ) from None
+        raise EvalkitError(f"building model {spec!r} failed: TypeError: {e}") from None
+    except Exception as e:
+        raise EvalkitError(f"building model {spec!r} failed: {type(e).__name__}: {e}") from None
 
 
 def load_model(spec: str, checkpoint: Optional[str] = None, device: Optional[torch.device] = None) -> LoadedModel:
@@ -177,11 +264,15 @@ def load_model(spec: str, checkpoint: Optional[str] = None, device: Optional[tor
 
     ck = _read_checkpoint(ck_path) if ck_path else None
     stored_kwargs = ck.get("model_kwargs", {}) if isinstance(ck, dict) and "state_dict" in ck else {}
+    if not isinstance(stored_kwargs, dict):
+        raise EvalkitError(f"{ck_path}: 'model_kwargs' must be a dict of constructor arguments, got {type(stored_kwargs).__name__}")
     if spec in reference_models.REGISTRY:
-        model = reference_models.build(spec, **stored_kwargs)
+        stored_name = ck.get("model_name") if isinstance(ck, dict) else None
+        if stored_name is not None and stored_name != spec:
+            raise EvalkitError(f"checkpoint {ck_path} holds a {stored_name!r} model, not {spec!r}; pass --model {stored_name} (or the checkpoint itself as --model)")
+        factory = reference_models.model_class(spec)
     elif ":" in spec:
         factory = _import_object(spec)
-        model = factory(**stored_kwargs) if stored_kwargs else factory()
     else:
         factory = _entry_point(spec)
         if factory is None:
@@ -190,9 +281,12 @@ def load_model(spec: str, checkpoint: Optional[str] = None, device: Optional[tor
                 f"unknown model {spec!r}. Known reference models: {', '.join(known)}. "
                 "A user model is given as 'package.module:factory' or as a .pt file."
             )
-        model = factory(**stored_kwargs) if stored_kwargs else factory()
+    model = _call_factory(factory, spec, stored_kwargs, ck_path)
     if not isinstance(model, torch.nn.Module):
-        raise EvalkitError(f"model spec {spec!r} built a {type(model).__name__}, not a torch.nn.Module")
+        raise EvalkitError(
+            f"model spec {spec!r} built {'nothing (None)' if model is None else 'a ' + type(model).__name__}, not a torch.nn.Module; "
+            "the factory must return the model"
+        )
     info: dict = {}
     sha = None
     if ck is not None:

@@ -6,6 +6,7 @@ from typing import Optional
 
 import click
 
+from .cli_common import NON_NEGATIVE, POSITIVE, check_device
 from .cli_common import friendly_errors as _friendly_errors
 
 DEMO_BENCHMARK = "demo"
@@ -40,17 +41,17 @@ def main():
 
 def _common_run_options(f):
     opts = [
-        click.option("--seeds", type=int, default=1, show_default=True, help="Number of seeds (0..N-1)."),
-        click.option("--seed", type=int, default=None, help="Run this one seed instead of 0..N-1."),
-        click.option("--epochs", type=int, default=None, help="Training epochs (default: each row's value in the spec)."),
-        click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)."),
+        click.option("--seeds", type=POSITIVE, default=1, show_default=True, help="Number of seeds (0..N-1)."),
+        click.option("--seed", type=NON_NEGATIVE, default=None, help="Run this one seed instead of 0..N-1."),
+        click.option("--epochs", type=POSITIVE, default=None, help="Training epochs (default: each row's value in the spec)."),
+        click.option("--device", default=None, callback=check_device, help="cpu, cuda, cuda:1 ... (default: CUDA when present)."),
         click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Data directory (else $EVALKIT_DATA, else the user cache)."),
         click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="Checkpoint cache (else $EVALKIT_CACHE, else ~/.cache/evalkit)."),
         click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True, help="Result store directory."),
         click.option("--reports-dir", type=click.Path(file_okay=False), default="reports", show_default=True, help="Where reports are written."),
         click.option("--redo", is_flag=True, help="Re-run cells already in the store (new records are appended; nothing is deleted)."),
         click.option("--no-progress", is_flag=True, help="No progress bars."),
-        click.option("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)."),
+        click.option("--threads", type=POSITIVE, default=None, help="CPU threads for torch (default: torch's choice)."),
     ]
     for o in reversed(opts):
         f = o(f)
@@ -109,6 +110,16 @@ def run(benchmark, rows, columns, user_model, checkpoint, label, no_report, seed
         redo=redo,
         progress=not no_progress,
     )
+    # Every folder the run writes to is checked before any training starts (one error line, exit 2).
+    from .checkpoints import default_cache_dir
+    from .results import check_store_writable, check_writable
+
+    for bench, _, _ in plan:
+        check_store_writable(ResultStore(results_dir), bench.name)
+    if not no_report:
+        check_writable(reports_dir, "reports folder", "--reports-dir")
+    if any(r.model and not r.user for bench, _, _ in plan for r in bench.rows):
+        check_writable(Path(cache_dir) if cache_dir else default_cache_dir(), "checkpoint cache", "--cache-dir")
     if threads:
         import torch
 
@@ -158,6 +169,44 @@ def report(benchmark, fmt, results_dir, out, no_figures, to_stdout):
     else:
         written = write_report(spec, store, Path(out), formats=formats, figures=not no_figures)
     click.echo("wrote " + ", ".join(str(p) for p in written.values()))
+
+
+@main.command()
+@click.argument("key")
+@click.option("--results-dir", type=click.Path(file_okay=False), default="results", show_default=True, help="Result store holding the record.")
+@click.option("--scratch", type=click.Path(file_okay=False), default=None, help="Keep the scratch cache and store here (default: a temporary folder, removed).")
+@click.option("--threads", type=POSITIVE, default=None, help="CPU threads (default: the record's).")
+@click.option("--device", default="cpu", show_default=True, callback=check_device, help="Device of the re-run (bit-identity is promised on CPU).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--rtol", type=click.FloatRange(min=0), default=0.0, show_default=True, help="Accept a relative difference up to this (0: bit-identical).")
+@click.option("--no-progress", is_flag=True)
+@_friendly_errors
+def reproduce(key, results_dir, scratch, threads, device, data_dir, rtol, no_progress):
+    """Re-run the cell recorded under KEY (benchmark/row/column/seedN/config; a unique prefix
+    is enough) from scratch and print the recorded beside the re-run value. Exit 0 when they
+    agree (bit-identical, or within --rtol), 1 when they do not."""
+    import sys
+
+    from .reproduce import reproduce as _reproduce
+
+    rep = _reproduce(
+        key, results_dir=Path(results_dir), scratch=Path(scratch) if scratch else None, threads=threads,
+        device=device, data_dir=data_dir, progress=not no_progress, log=click.echo,
+    )
+    pm = lambda v: "" if v is None else f" ± {v!r}"  # noqa: E731
+    click.echo(f"record   {rep.key}")
+    click.echo(f"recorded {rep.recorded!r}{pm(rep.recorded_pm)}  (commit {rep.recorded_commit})")
+    click.echo(f"re-run   {rep.rerun!r}{pm(rep.rerun_pm)}  (commit {rep.commit}, {rep.threads} threads)")
+    if rep.recorded_commit and rep.commit and rep.recorded_commit.split("+")[0] != rep.commit.split("+")[0]:
+        click.echo("note: the re-run's commit differs from the record's; code changes may explain a difference")
+    if rep.identical:
+        click.echo("identical (bit for bit)")
+        return
+    diff = rep.abs_diff
+    verdict = "within" if rep.within(rtol) else "DIFFERENT beyond"
+    click.echo(f"{verdict} rtol {rtol:g}: |difference| = {diff!r}")
+    if not rep.within(rtol):
+        sys.exit(1)
 
 
 @main.command(name="list")
@@ -210,8 +259,8 @@ def fetch(name, data_dir, force):
 
 @data.command()
 @click.argument("name")
-@click.option("--labels", "n_labels", type=int, required=True, help="Size of the labelled subset (a multiple of the number of classes; 0: all).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--labels", "n_labels", type=NON_NEGATIVE, required=True, help="Size of the labelled subset (a multiple of the number of classes; 0: all).")
+@click.option("--seed", type=NON_NEGATIVE, default=0, show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the indices here (.npy or .txt); default: print them.")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
 @_friendly_errors
@@ -270,9 +319,9 @@ def features_group():
 @click.argument("dataset")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Data directory (else $EVALKIT_DATA, else the user cache).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="evalkit cache root; the network goes to <cache>/features/ (else $EVALKIT_CACHE, else ~/.cache/evalkit).")
-@click.option("--device", default=None, help="cpu, cuda, ... (default: CUDA when present).")
+@click.option("--device", default=None, callback=check_device, help="cpu, cuda, ... (default: CUDA when present).")
 @click.option("--force", is_flag=True, help="Train again even if a valid network is cached.")
-@click.option("--threads", type=int, default=None, help="CPU threads for torch.")
+@click.option("--threads", type=POSITIVE, default=None, help="CPU threads for torch.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @_friendly_errors
 def features_build(dataset, data_dir, cache_dir, device, force, threads, no_progress):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 
 import click
 
@@ -14,9 +15,23 @@ def friendly_errors(fn):
     def wrapper(*args, **kwargs):
         from .data import DataError
         from .errors import EvalkitError
+        from .results import StoreWarning
 
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                shown, said = warnings.showwarning, set()
+
+                def one_line(message, category, filename, lineno, file=None, line=None):
+                    # A skipped result-store line: one "warning:" line (where, what, how to fix), once per command.
+                    if issubclass(category, StoreWarning):
+                        if str(message) not in said:
+                            said.add(str(message))
+                            click.secho(f"warning: {message}", fg="yellow", err=True)
+                    else:
+                        shown(message, category, filename, lineno, file, line)
+
+                warnings.showwarning = one_line
+                return fn(*args, **kwargs)
         except (EvalkitError, DataError) as e:
             click.secho(f"error: {e}", fg="red", err=True)
             sys.exit(2)
@@ -25,3 +40,27 @@ def friendly_errors(fn):
             sys.exit(130)
 
     return wrapper
+
+
+def check_device(ctx, param, value):
+    """click callback: ``--device`` names a torch device this machine has (None: the default)."""
+    if value is None:
+        return None
+    import torch
+
+    try:
+        dev = torch.device(value)
+    except (RuntimeError, ValueError):
+        raise click.BadParameter(f"{value!r} is not a device; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise click.BadParameter(f"{value!r}: this machine has no CUDA device (torch {torch.__version__}); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise click.BadParameter(f"{value!r}: only {torch.cuda.device_count()} CUDA device(s) here (cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+    elif dev.type not in ("cpu", "mps"):
+        raise click.BadParameter(f"{value!r}: evalkit runs on cpu or cuda")
+    return value
+
+
+POSITIVE = click.IntRange(min=1)
+NON_NEGATIVE = click.IntRange(min=0)

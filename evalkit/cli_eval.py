@@ -6,6 +6,7 @@ import json
 
 import click
 
+from .cli_common import NON_NEGATIVE, POSITIVE, check_device
 from .cli_common import friendly_errors as _friendly_errors
 
 
@@ -18,11 +19,11 @@ def eval_group():
 @click.option("--model", "spec", required=True, help="Model spec: reference name, pkg.mod:factory, or a TorchScript / evalkit .pt file.")
 @click.option("--checkpoint", default=None, help="Weights (state dict or evalkit checkpoint).")
 @click.option("--dataset", default="mnist", show_default=True, help="Data set of the protocol (mnist, fashion-mnist, olivetti, digits).")
-@click.option("--n-samples", type=int, default=10000, show_default=True)
-@click.option("--valid-limit", type=int, default=1000, show_default=True, help="First N validation images choose sigma (0: all).")
-@click.option("--sigma", type=float, default=None, help="Fix sigma instead of cross-validating it.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default=None)
+@click.option("--n-samples", type=POSITIVE, default=10000, show_default=True)
+@click.option("--valid-limit", type=NON_NEGATIVE, default=1000, show_default=True, help="First N validation images choose sigma (0: all).")
+@click.option("--sigma", type=click.FloatRange(min=0, min_open=True), default=None, help="Fix sigma instead of cross-validating it.")
+@click.option("--seed", type=NON_NEGATIVE, default=0, show_default=True)
+@click.option("--device", default=None, callback=check_device, help="cpu, cuda, cuda:1 ... (default: CUDA when present).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_friendly_errors
@@ -56,10 +57,10 @@ def _print_or_json(out: dict, as_json: bool, text: str) -> None:
 @eval_group.command(name="semi-supervised")
 @click.option("--model", "spec", required=True, help="Model spec offering predict_logits(x) -> [N, K]: reference name, pkg.mod:factory, or a .pt file.")
 @click.option("--checkpoint", default=None, help="Weights (state dict or evalkit checkpoint).")
-@click.option("--labels", "n_labels", type=int, required=True, help="Number of labels the model was trained with (0: all); recorded with the result.")
-@click.option("--label-seed", type=int, default=0, show_default=True, help="Seed of the labelled subset the model was trained with (see `evalkit data subset`).")
+@click.option("--labels", "n_labels", type=NON_NEGATIVE, required=True, help="Number of labels the model was trained with (0: all); recorded with the result.")
+@click.option("--label-seed", type=NON_NEGATIVE, default=0, show_default=True, help="Seed of the labelled subset the model was trained with (see `evalkit data subset`).")
 @click.option("--dataset", default="mnist", show_default=True)
-@click.option("--device", default=None)
+@click.option("--device", default=None, callback=check_device, help="cpu, cuda, cuda:1 ... (default: CUDA when present).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_friendly_errors
@@ -94,7 +95,7 @@ def eval_semi(spec, checkpoint, n_labels, label_seed, dataset, device, data_dir,
 @click.option("--dataset", default="mnist", show_default=True)
 @click.option("--reference", type=click.Choice(["validation", "train"]), default="validation", show_default=True,
               help="Set whose most confident example labels each cluster (the paper: a held-out validation set).")
-@click.option("--device", default=None)
+@click.option("--device", default=None, callback=check_device, help="cpu, cuda, cuda:1 ... (default: CUDA when present).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_friendly_errors
@@ -120,10 +121,10 @@ def eval_clustering(spec, checkpoint, dataset, reference, device, data_dir, as_j
 @click.option("--checkpoint", default=None, help="Weights (state dict or evalkit checkpoint).")
 @click.option("--task", required=True, help="Degradation task: sr2, sr4, noise05, noise10, noise20, blur.")
 @click.option("--dataset", default="set14", show_default=True, help="Test images: a restoration set (set14, set5, bsd68, cbsd68, kodak24, mcmaster, set12), 'natural' (the split's test half) or 'faces' (celeba test).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Noise seed (image i uses seed * 100003 + i).")
+@click.option("--seed", type=NON_NEGATIVE, default=0, show_default=True, help="Noise seed (image i uses seed * 100003 + i).")
 @click.option("--channel", type=click.Choice(["rgb", "y"]), default="rgb", show_default=True)
-@click.option("--crop-border", type=int, default=None, help="Border crop before PSNR/SSIM (default: the SR scale, else 0).")
-@click.option("--device", default=None)
+@click.option("--crop-border", type=NON_NEGATIVE, default=None, help="Border crop before PSNR/SSIM (default: the SR scale, else 0).")
+@click.option("--device", default=None, callback=check_device, help="cpu, cuda, cuda:1 ... (default: CUDA when present).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_friendly_errors
@@ -167,8 +168,8 @@ def eval_restoration(spec, checkpoint, task, dataset, seed, channel, crop_border
 @click.option("--model", "spec", required=True, help="Model spec offering predict_logits(x) -> [N, 7]: reference name, pkg.mod:factory, or a .pt file.")
 @click.option("--checkpoint", default=None, help="Weights (state dict or evalkit checkpoint).")
 @click.option("--dataset", type=click.Choice(["ckplus48", "jaffe"]), default="ckplus48", show_default=True)
-@click.option("--size", type=int, default=None, help="Square input size (default: the emotion table's, 48 for ckplus48, 64 for jaffe).")
-@click.option("--device", default=None)
+@click.option("--size", type=POSITIVE, default=None, help="Square input size (default: the emotion table's, 48 for ckplus48, 64 for jaffe).")
+@click.option("--device", default=None, callback=check_device, help="cpu, cuda, cuda:1 ... (default: CUDA when present).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_friendly_errors
@@ -199,9 +200,9 @@ def eval_emotion(spec, checkpoint, dataset, size, device, data_dir, as_json):
 @click.option("--dataset", default="mnist", show_default=True,
               help="A paired face task (illumination-yale, pose-ckplus48, pose-jaffe: input -> target) or an image data set (target = input).")
 @click.option("--split", default="test", show_default=True)
-@click.option("--size", type=int, default=None, help="Face tasks: square working size (default: the task's, 64 or 48).")
-@click.option("--limit", type=int, default=0, show_default=True, help="Only the first N images (0: all).")
-@click.option("--device", default=None)
+@click.option("--size", type=POSITIVE, default=None, help="Face tasks: square working size (default: the task's, 64 or 48).")
+@click.option("--limit", type=NON_NEGATIVE, default=0, show_default=True, help="Only the first N images (0: all).")
+@click.option("--device", default=None, callback=check_device, help="cpu, cuda, cuda:1 ... (default: CUDA when present).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_friendly_errors

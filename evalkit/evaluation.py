@@ -228,9 +228,18 @@ class KMeansClusterer:
 # --------------------------------------------------------------------------------------
 # samples (Parzen and sample-quality protocols)
 # --------------------------------------------------------------------------------------
-def draw_samples(model, n: int, *, seed: int, device: torch.device, batch: int = 10000, progress: bool = False) -> torch.Tensor:
-    """``n`` samples from a :class:`~evalkit.capabilities.Sampler`, on CPU, in batches,
-    with a seeded generator on the model's device. Checked: shape, finiteness, range."""
+#: Samples per ``model.sample(k, generator=...)`` call: part of the random stream of a
+#: model's samples (a seeded generator gives the same samples only for the same call sizes).
+SAMPLE_BATCH = 10000
+
+
+def iter_sample_chunks(model, n: int, *, seed: int, device: torch.device, batch: int = SAMPLE_BATCH, who: str = "model"):
+    """Yield ``n`` samples of a :class:`~evalkit.capabilities.Sampler` as float32 CPU chunks of
+    at most ``batch``: ``model.sample(k, generator=gen)`` with one generator on ``device``
+    seeded with ``seed`` and ``k = batch`` except for the last call (the calls
+    :func:`draw_samples` makes, so the same random stream). Only one chunk is alive at a time
+    unless the caller keeps them. Raises :class:`EvalkitError` if a call returns a number of
+    samples other than the one requested."""
     msg = missing_capability(model, "sample")
     if msg:
         raise EvalkitError(msg)
@@ -238,13 +247,10 @@ def draw_samples(model, n: int, *, seed: int, device: torch.device, batch: int =
     # A TorchScript method reports an unknown keyword as a RuntimeError, not a TypeError: ask its schema.
     schema = getattr(getattr(model, "sample", None), "schema", None)
     takes_generator = schema is None or any(a.name == "generator" for a in schema.arguments)
-    out = []
-    from tqdm.auto import tqdm
-
     done = 0
-    with torch.no_grad(), tqdm(total=n, disable=not progress, desc="sampling", unit="img", leave=False) as bar:
-        while done < n:
-            k = min(batch, n - done)
+    while done < n:
+        k = min(batch, n - done)
+        with torch.no_grad():
             if not takes_generator:
                 s = model.sample(k)
             else:
@@ -252,12 +258,38 @@ def draw_samples(model, n: int, *, seed: int, device: torch.device, batch: int =
                     s = model.sample(k, generator=gen)
                 except TypeError:  # a user model without the generator keyword
                     s = model.sample(k)
-            if not isinstance(s, torch.Tensor):
-                s = torch.as_tensor(np.asarray(s))
-            out.append(s.detach().float().cpu())
-            done += k
-            bar.update(k)
-    return torch.cat(out)
+        if not isinstance(s, torch.Tensor):
+            s = torch.as_tensor(np.asarray(s))
+        s = s.detach().float().cpu()
+        got = int(s.shape[0]) if s.ndim else None
+        if got != k:
+            returned = f"{got} samples" if got is not None else f"a tensor of shape {tuple(s.shape)}"
+            raise EvalkitError(
+                f"{who}: sample({k}) returned {returned}, expected {k} (samples {done}..{done + k - 1} "
+                f"of the {n} requested); sample(n) must return exactly n images as [n, C, H, W]"
+            )
+        yield s
+        del s  # the caller decides whether a chunk lives on
+        done += k
+
+
+def draw_samples(model, n: int, *, seed: int, device: torch.device, batch: int = SAMPLE_BATCH, progress: bool = False, who: str = "model") -> torch.Tensor:
+    """``n`` samples from a :class:`~evalkit.capabilities.Sampler`, on CPU, in batches,
+    with a seeded generator on the model's device (see :func:`iter_sample_chunks`), all
+    kept in one tensor (the Parzen protocol streams them instead: :func:`evaluate_parzen`)."""
+    from tqdm.auto import tqdm
+
+    out, done = torch.empty(0), 0
+    with tqdm(total=n, disable=not progress, desc="sampling", unit="img", leave=False) as bar:
+        for s in iter_sample_chunks(model, n, seed=seed, device=device, batch=batch, who=who):
+            if done == 0:  # one output tensor, filled in place: no list of chunks plus a concatenated copy
+                out = torch.empty((n, *s.shape[1:]), dtype=s.dtype)
+            elif s.shape[1:] != out.shape[1:]:
+                raise EvalkitError(f"{who}: sample() returned shape {tuple(s.shape)} after {tuple(out.shape[1:])} per image in earlier calls")
+            out[done : done + s.shape[0]] = s
+            done += s.shape[0]
+            bar.update(s.shape[0])
+    return out
 
 
 def check_samples(samples: torch.Tensor, image_shape: Sequence[int], who: str) -> None:
@@ -296,10 +328,17 @@ def evaluate_parzen(
     samples: Optional[torch.Tensor] = None,
 ) -> dict:
     """Parzen protocol of MODELS.md §1 on one model (or on given ``samples``): returns the
-    record's measurement fields."""
-    from reference_models.training import pick_device
+    record's measurement fields.
 
-    from .metrics import parzen_log_likelihood
+    The model's samples are streamed: drawn chunk by chunk (:func:`iter_sample_chunks`, the
+    same calls and random stream as :func:`draw_samples`), each chunk checked
+    (:func:`check_samples`) and folded into a :class:`~evalkit.metrics.parzen.ParzenAccumulator`,
+    then dropped, so memory does not grow with ``n_samples``; only the first 100 are kept
+    (the ``_samples`` preview for figures)."""
+    from reference_models.training import pick_device
+    from tqdm.auto import tqdm
+
+    from .metrics.parzen import ParzenAccumulator
 
     dev = pick_device(device)
     test = ekdata.load(dataset, protocol.get("test_split", "test"), data_dir=data_dir)
@@ -308,14 +347,40 @@ def evaluate_parzen(
     if limit:
         valid = valid.subset(slice(0, limit))
     n = int(protocol.get("n_samples", 10000))
-    t0 = time.perf_counter()
-    if samples is None:
-        samples = draw_samples(model, n, seed=int(protocol.get("sample_seed", 0)) + seed, device=dev, progress=progress)
-    t_sample = time.perf_counter() - t0
-    check_samples(samples, test.image_shape, who)
     start, stop, num = protocol.get("sigma_grid", [-1.0, 0.0, 10])
     sigmas = np.logspace(start, stop, int(num))
-    res = parzen_log_likelihood(samples, test.tensor(), validation=valid.tensor(), sigmas=sigmas, device=device, progress=progress)
+    acc = ParzenAccumulator(test.tensor(), validation=valid.tensor(), sigmas=sigmas, device=device)
+    if samples is None:
+        # SAMPLE_BATCH per call, as draw_samples: the random stream of the recorded results
+        chunks = iter_sample_chunks(model, n, seed=int(protocol.get("sample_seed", 0)) + seed, device=dev, batch=SAMPLE_BATCH, who=who)
+        total = n
+    else:
+        check_samples(samples, test.image_shape, who)  # already in memory: checked whole, as before
+        chunks = (samples[i : i + SAMPLE_BATCH] for i in range(0, samples.shape[0], SAMPLE_BATCH))
+        total = int(samples.shape[0])
+    preview: list[torch.Tensor] = []
+    kept = 0
+    t_sample = 0.0
+    with tqdm(total=total, disable=not progress, desc="parzen", unit="img", leave=False) as bar:
+        while True:
+            t0 = time.perf_counter()
+            chunk = next(chunks, None)
+            t_sample += time.perf_counter() - t0
+            if chunk is None:
+                break
+            check_samples(chunk, test.image_shape, who)
+            if kept < 100:
+                preview.append(chunk[: 100 - kept].clone())
+                kept += preview[-1].shape[0]
+            try:
+                acc.add(chunk)
+            except ValueError as exc:  # check_samples passed: not expected, but name the model
+                raise EvalkitError(f"{who}: {exc}") from exc
+            bar.update(chunk.shape[0])
+            del chunk  # not kept: the next chunk replaces it
+    if acc.n_samples_ == 0:
+        raise EvalkitError(f"{who}: no samples to evaluate (n_samples = {total}); the Parzen protocol needs at least one")
+    res = acc.result()
     d = res.to_dict()
     d.pop("per_point", None)
     return {
@@ -323,8 +388,8 @@ def evaluate_parzen(
         "pm": float(res.stderr),
         "details": {**d, "sigma": float(res.sigma), "n_valid": len(valid), "n_test": len(test)},
         "data": {"dataset": dataset, "test": test.fingerprint, "valid": valid.fingerprint},
-        "timings": {"sample_s": t_sample, "parzen_s": float(res.seconds)},
-        "_samples": uint8_images(samples[:100]),
+        "timings": {"sample_s": t_sample if samples is None else 0.0, "parzen_s": float(res.seconds)},
+        "_samples": uint8_images(torch.cat(preview)),
     }
 
 

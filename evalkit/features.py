@@ -225,8 +225,11 @@ def feature_net_key(dataset: str, spec: FeatureNetSpec, train_fingerprint: str, 
 def artefact_paths(dataset: str, key: str, cache_dir: Any = None) -> tuple[Path, Path]:
     """(weights .pt, sidecar .json) of an artefact under ``<cache_dir>/features/``."""
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+    from .paths import inside, safe_name
+
     d = root / "features"
-    return d / f"{dataset}-{key}.pt", d / f"{dataset}-{key}.json"
+    stem = f"{safe_name(dataset, what='data set name')}-{safe_name(key, what='feature net key')}"
+    return inside(d, f"{stem}.pt"), inside(d, f"{stem}.json")
 
 
 def _n_classes(ds) -> int:

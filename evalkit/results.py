@@ -4,17 +4,27 @@ Each line is one JSON object per (benchmark, row, column, seed, run config): the
 its ± where the protocol defines one, protocol parameters, data set fingerprint,
 checkpoint hash, versions, device, timings. Lines are appended with a single
 ``write`` of a complete line followed by ``fsync``, so an interrupted run never leaves
-half a record behind it; a torn last line (power loss) is ignored on reading and
-reported. Nothing is ever rewritten or deleted: a redone cell appends a newer record,
+half a record behind it; a torn last line (power loss), or any other line that is not a
+record (not UTF-8, not JSON, not an object with the record fields), is skipped on reading
+and reported with its line number. Appends hold an ``flock`` on the file, so evalkit
+processes sharing a store append one after the other. Nothing is ever rewritten or deleted: a redone cell appends a newer record,
 and readers take the newest record per key.
 """
 from __future__ import annotations
 
 import json
 import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Iterable, Optional
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+from .errors import EvalkitError
 
 SCHEMA = "evalkit-result/1"
 
@@ -31,7 +41,9 @@ class ResultStore:
         self.root = Path(root)
 
     def path(self, benchmark: str) -> Path:
-        return self.root / f"{benchmark}.jsonl"
+        from .paths import inside, safe_name
+
+        return inside(self.root, safe_name(benchmark, what="benchmark name (result store)") + ".jsonl")
 
     def append(self, record: dict) -> None:
         if "benchmark" not in record or "key" not in record:
@@ -40,9 +52,12 @@ class ResultStore:
         line = json.dumps(record, sort_keys=True, allow_nan=True, default=_jsonable) + "\n"
         p = self.path(record["benchmark"])
         p.parent.mkdir(parents=True, exist_ok=True)
-        # O_APPEND + one write of the whole line: concurrent writers never interleave within a line.
+        # O_APPEND + one write of the whole line: concurrent writers never interleave within a line;
+        # the flock (other evalkit processes) makes the torn-line check below and the write one step.
         fd = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
             # If a previous writer was killed mid-line, start on a fresh line.
             if os.fstat(fd).st_size > 0:
                 with open(p, "rb") as f:
@@ -55,20 +70,28 @@ class ResultStore:
             os.close(fd)
 
     def records(self, benchmark: str) -> list[dict]:
-        """All complete records, in file order."""
+        """All complete records, in file order. A line that is not a record (not UTF-8, not
+        JSON, not an object with the fields of a record) is skipped with a
+        :class:`StoreWarning` naming its file and line number: it never blocks the others."""
         p = self.path(benchmark)
-        if not p.exists():
+        try:
+            with open(p, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
             return []
+        except IsADirectoryError:
+            raise EvalkitError(f"result store {p} is a folder, not a file; move it away (evalkit writes one JSONL file per benchmark there)") from None
+        except PermissionError:
+            raise EvalkitError(f"cannot read the result store {p} (permission denied); fix its permissions or pass another --results-dir") from None
         out = []
-        with open(p) as f:
-            for i, line in enumerate(f, 1):
-                line = line.strip()
-                if not line:
-                    continue
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError:
-                    warnings.warn(f"{p}:{i}: skipping an incomplete record (interrupted write)")
+        for i, raw in enumerate(data.split(b"\n"), 1):
+            if not raw.strip():
+                continue
+            rec, why = _parse_line(raw)
+            if why is None:
+                out.append(rec)
+            else:
+                warnings.warn(StoreWarning(f"{p}:{i}: {why}"), stacklevel=2)
         return out
 
     def latest(self, benchmark: str) -> dict[str, dict]:
@@ -80,6 +103,69 @@ class ResultStore:
 
     def has(self, benchmark: str, key: str) -> bool:
         return key in self.latest(benchmark)
+
+
+class StoreWarning(UserWarning):
+    """A line of a result store that is skipped (one line: where, what, how to fix)."""
+
+
+#: Fields every result record has (``ResultStore.append`` and the runner write them), with their types.
+REQUIRED_FIELDS = {"benchmark": str, "key": str, "row": str, "column": str, "seed": int, "config": str}
+_FIX = "it is ignored; delete or repair the line (other records are unaffected), or redo the cell with `evalkit run ... --redo`"
+
+
+def _parse_line(raw: bytes) -> tuple[Optional[dict], Optional[str]]:
+    """(record, None) for a valid record line, else (None, why it is skipped and how to fix it)."""
+    try:
+        line = raw.decode("utf-8").strip()
+    except UnicodeDecodeError as e:
+        return None, f"skipping a line that is not valid UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r}); {_FIX}"
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError as e:
+        return None, f"skipping an incomplete record (interrupted write?): not valid JSON ({e.msg} at column {e.colno}); {_FIX}"
+    if not isinstance(rec, dict):
+        return None, f"skipping a JSON {type(rec).__name__} that is not a result record (a JSON object with {', '.join(REQUIRED_FIELDS)}); {_FIX}"
+    missing = [k for k in REQUIRED_FIELDS if k not in rec]
+    if missing:
+        return None, f"skipping a JSON object that is not a result record: no {', '.join(repr(k) for k in missing)}; {_FIX}"
+    wrong = [f"{k!r} is {type(rec[k]).__name__}, not {t.__name__}" for k, t in REQUIRED_FIELDS.items() if not isinstance(rec[k], t) or isinstance(rec[k], bool)]
+    if wrong:
+        return None, f"skipping a malformed result record: {'; '.join(wrong)}; {_FIX}"
+    return rec, None
+
+
+def check_writable(path: Path | str, what: str, option: Optional[str] = None) -> None:
+    """Raise :class:`EvalkitError` unless ``path`` is (or can be created as) a folder this
+    process can write to; a probe file is created and removed, so read-only file systems,
+    ACLs and immutable folders are caught too (``os.access`` alone trusts root)."""
+    p = Path(path).expanduser()
+    how = f"pass another {option} or fix its permissions" if option else "fix its permissions"
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise EvalkitError(f"the {what} {p} is a file, not a folder; {how}") from None
+    except OSError as e:
+        raise EvalkitError(f"cannot create the {what} {p} ({e.strerror}); {how}") from None
+    if not p.is_dir():
+        raise EvalkitError(f"the {what} {p} is not a folder; {how}")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".evalkit-write-test-", dir=p)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise EvalkitError(f"the {what} {p} is not writable ({e.strerror}); {how} (checked before any training starts)") from None
+
+
+def check_store_writable(store: "ResultStore", benchmark: str, option: Optional[str] = "--results-dir") -> None:
+    """:func:`check_writable` for the store's folder, and its benchmark file when it exists."""
+    check_writable(store.root, "results folder", option)
+    p = store.path(benchmark)
+    if p.exists():
+        try:
+            os.close(os.open(p, os.O_WRONLY | os.O_APPEND))
+        except OSError as e:
+            raise EvalkitError(f"the result store {p} is not writable ({e.strerror}); fix its permissions or pass another {option or '--results-dir'}") from None
 
 
 def _jsonable(o):

@@ -21,7 +21,17 @@ import numpy as np
 import torch
 
 import reference_models
-from reference_models.training import TrainConfig, fit, latest_resumable, pick_device, provenance, seed_everything
+from reference_models.training import (
+    TrainConfig,
+    checkpoint_mismatch,
+    fit,
+    latest_resumable,
+    load_checkpoint,
+    pick_device,
+    provenance,
+    quarantine,
+    seed_everything,
+)
 
 from . import data as ekdata
 from .benchmarks import Benchmark, Column, Row
@@ -38,7 +48,9 @@ from .evaluation import (  # noqa: F401  (draw_samples/check_samples re-exported
     evaluate_sample_quality,
     svm_on_codes,
 )
-from .results import ResultStore, cell_key
+from .locks import cell_lock, file_lock
+from .paths import inside, safe_name
+from .results import ResultStore, cell_key, check_store_writable, check_writable
 
 PIPELINES = {
     "parzen": ("model",),
@@ -100,39 +112,49 @@ def train_or_reuse(
         cache_dir or default_cache_dir(), model=row.model, model_kwargs=kwargs, dataset=dataset, split=split,
         batch_size=batch_size, seed=seed, labels=label_key,
     )
-    target = rdir / f"epoch_{epochs}.pt"
-    if not target.exists():
-        last = rdir / "last.pt"
-        if last.exists() and latest_resumable(rdir, epochs) == last:
-            ck = torch.load(last, map_location="cpu", weights_only=False)
-            if ck["epoch"] == epochs:  # finished but the snapshot was not kept
-                import shutil
+    # One process at a time trains or reads a run directory: a second `evalkit run` waits here
+    # and then reuses the checkpoint the first one wrote (the checks below run under the lock).
+    with file_lock(rdir / ".lock", what=f"training run of {row.id} on {dataset}, seed {seed}", log=log):
+        target = rdir / f"epoch_{epochs}.pt"
+        # The initial weights depend on the seed alone, not on what ran earlier in this process.
+        seed_everything(seed)
+        try:
+            model = reference_models.build(row.model, **kwargs)
+        except (TypeError, ValueError) as e:
+            raise EvalkitError(f"row {row.id!r}: model {row.model!r} rejected its arguments {sorted(kwargs)}: {e}") from None
+        if target.exists():  # reuse only a checkpoint of this very model and configuration (defaults included)
+            try:
+                why = checkpoint_mismatch(load_checkpoint(target), model)
+            except Exception as e:
+                why = f"it cannot be read ({type(e).__name__})"
+            if why:
+                quarantine(target, f"not reusable for row {row.id!r}: {why}", log)
+        if not target.exists():
+            last = rdir / "last.pt"
+            if last.exists() and latest_resumable(rdir, epochs) == last:
+                ck = load_checkpoint(last)
+                if ck["epoch"] == epochs and not checkpoint_mismatch(ck, model):  # finished but the snapshot was not kept
+                    import shutil
 
-                shutil.copyfile(last, target)
-    if target.exists():
+                    shutil.copyfile(last, target)
+        if target.exists():
+            loaded = load_evalkit_checkpoint(target, pick_device(device))
+            log(f"[{row.id}/{dataset}/seed {seed}] reusing {target}")
+            return Trained(loaded, target, epochs, False, float(loaded.info["provenance"].get("wall_time_s", 0.0)))
+        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=device, snapshot_every=snapshot_every, progress=progress)
+        log(f"[{row.id}/{dataset}/seed {seed}] training {row.model} for {epochs} epochs -> {rdir}")
+        y = np.asarray(train_set.labels) if labels is None else labels
+        t0 = time.perf_counter()
+        fit(
+            model,
+            train_set.tensor(),
+            torch.as_tensor(np.array(y, dtype=np.int64)),
+            cfg,
+            rdir,
+            extra={"dataset": {"name": dataset, "split": split, "fingerprint": train_set.fingerprint, "labels": label_key}},
+        )
         loaded = load_evalkit_checkpoint(target, pick_device(device))
-        log(f"[{row.id}/{dataset}/seed {seed}] reusing {target}")
-        return Trained(loaded, target, epochs, False, float(loaded.info["provenance"].get("wall_time_s", 0.0)))
-    # The initial weights depend on the seed alone, not on what ran earlier in this process.
-    seed_everything(seed)
-    try:
-        model = reference_models.build(row.model, **kwargs)
-    except TypeError as e:
-        raise EvalkitError(f"row {row.id!r}: model {row.model!r} rejected its arguments {sorted(kwargs)}: {e}") from e
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=device, snapshot_every=snapshot_every, progress=progress)
-    log(f"[{row.id}/{dataset}/seed {seed}] training {row.model} for {epochs} epochs -> {rdir}")
-    y = np.asarray(train_set.labels) if labels is None else labels
-    t0 = time.perf_counter()
-    fit(
-        model,
-        train_set.tensor(),
-        torch.as_tensor(np.array(y, dtype=np.int64)),
-        cfg,
-        rdir,
-        extra={"dataset": {"name": dataset, "split": split, "fingerprint": train_set.fingerprint, "labels": label_key}},
-    )
-    loaded = load_evalkit_checkpoint(target, pick_device(device))
-    return Trained(loaded, target, epochs, True, time.perf_counter() - t0)
+        return Trained(loaded, target, epochs, True, time.perf_counter() - t0)
 
 
 @dataclass
@@ -145,6 +167,12 @@ class RunOptions:
     results_dir: Path = Path("results")
     redo: bool = False
     progress: bool = True
+
+    def __post_init__(self):
+        if self.epochs is not None and (not isinstance(self.epochs, int) or isinstance(self.epochs, bool) or self.epochs < 1):
+            raise EvalkitError(f"epochs must be a positive integer (or None for each row's spec value), got {self.epochs!r}")
+        if not self.seeds or any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in self.seeds):
+            raise EvalkitError(f"seeds must be a non-empty list of non-negative integers, got {list(self.seeds)!r}")
 
 
 def cell_config(bench: Benchmark, row: Row, column: Column, epochs: Optional[int], test_data: Optional[str] = None) -> dict:
@@ -205,8 +233,14 @@ def run_benchmark(
     cols = [c for c in cols if not c.source]  # derived columns show fields of another column's records
     if derived:
         log(f"columns {derived} are read from other columns' records; nothing to run for them")
-    done_keys = set(store.latest(bench.name)) if not opts.redo else set()
+    # Before anything is trained: every folder this run writes to must be writable.
+    check_store_writable(store, bench.name)
+    if any(r.model and not r.user for r in runnable):
+        check_writable(opts.cache_dir or default_cache_dir(), "checkpoint cache", "--cache-dir")
+    at_start = _record_counts(store, bench.name)
+    done_keys = set(at_start) if not opts.redo else set()
     new = []
+    todo = []
     test_fps: dict[str, str] = {}
     for column in cols:
         protocol = bench.protocol_for(column)
@@ -221,19 +255,49 @@ def run_benchmark(
                 if not applicable(row, protocol):
                     continue
             for seed in opts.seeds:
-                epochs = None if (row.user or not row.model) else int(opts.epochs or row.train_for(column.dataset).get("epochs", 10))
+                epochs = None if (row.user or not row.model) else int(opts.epochs if opts.epochs is not None else row.train_for(column.dataset).get("epochs", 10))
                 cfg = cell_config(bench, row, column, epochs, test_fps.get(column.dataset))
                 key = cell_key(bench.name, row.id, column.id, seed, cfg["hash"])
                 if key in done_keys:
                     log(f"[{row.id}/{column.id}/seed {seed}] already in {store.path(bench.name)}, skipping")
                     continue
+                todo.append((row, column, seed, epochs, protocol, cfg, key))
+    # Each cell is evaluated and appended under its own inter-process lock. A cell another
+    # evalkit process holds is put off (this one does the others meanwhile), then waited for;
+    # under the lock the store is read again, so a cell that process recorded is not redone.
+    for wait in (False, True):
+        deferred = []
+        for cell in todo:
+            row, column, seed, epochs, protocol, cfg, key = cell
+            tag = f"[{row.id}/{column.id}/seed {seed}]"
+            lock = cell_lock(store.root, bench.name, key, log=log)
+            if not lock.acquire(timeout=None if wait else 0):
+                log(f"{tag} another evalkit process (pid {lock.holder()}) is running this cell; doing the others first")
+                deferred.append(cell)
+                continue
+            try:
+                now = _record_counts(store, bench.name)
+                if key in now and (not opts.redo or now[key] > at_start.get(key, 0)):  # --redo: a newer record than at the start
+                    log(f"{tag} recorded in {store.path(bench.name)} by another evalkit process meanwhile, skipping")
+                    continue
                 rec = run_cell(bench, row, column, seed, epochs, protocol, cfg, key, opts, log)
                 store.append(rec)
-                new.append(rec)
-                pm = f" ± {rec['pm']:.2f}" if rec.get("pm") is not None else ""
-                value = "figures saved" if rec["value"] is None else f"{rec['value']:.4g}{pm}"
-                log(f"[{row.id}/{column.id}/seed {seed}] {bench.metric}: {value}")
+            finally:
+                lock.release()
+            new.append(rec)
+            pm = f" ± {rec['pm']:.2f}" if rec.get("pm") is not None else ""
+            value = "figures saved" if rec["value"] is None else f"{rec['value']:.4g}{pm}"
+            log(f"{tag} {bench.metric}: {value}")
+        todo = deferred
     return new
+
+
+def _record_counts(store: ResultStore, benchmark: str) -> dict[str, int]:
+    """How many records the store holds per key."""
+    counts: dict[str, int] = {}
+    for r in store.records(benchmark):
+        counts[r["key"]] = counts.get(r["key"], 0) + 1
+    return counts
 
 
 def _test_fingerprint(bench, column, protocol, opts: RunOptions) -> str:
@@ -344,9 +408,9 @@ def run_cell(bench, row, column, seed, epochs, protocol, cfg, key, opts: RunOpti
 
 def _save_example(bench, row, column, seed, example, opts: RunOptions) -> str:
     """The first test image's (input, output, target) beside the store, for the report's panels."""
-    sdir = Path(opts.results_dir) / bench.name
+    sdir = _preview_dir(bench, opts)
     sdir.mkdir(parents=True, exist_ok=True)
-    path = sdir / f"example-{row.id}-{column.id}-seed{seed}.npz"
+    path = inside(sdir, f"example-{_file_stem(row, column)}-seed{seed}.npz")
     np.savez(path, input=example[0], output=example[1], target=example[2])
     return str(path)
 
@@ -375,12 +439,23 @@ def _record(bench, row, column, seed, cfg, key, m, loaded, trained_info, preview
     return rec
 
 
+def _preview_dir(bench, opts: RunOptions) -> Path:
+    """``<results_dir>/<benchmark>/``: where a benchmark's preview arrays lie."""
+    return inside(Path(opts.results_dir), safe_name(bench.name, what="benchmark name"))
+
+
+def _file_stem(row, column) -> str:
+    """``<row>-<column>`` for file names: spec ids as they are (checked when the spec was
+    loaded), a user row's ``user:pkg.mod:build`` sanitised (its record keeps the id)."""
+    return f"{safe_name(row.id, what='row id', sanitise=True)}-{safe_name(column.id, what='column id', sanitise=True)}"
+
+
 def save_previews(bench, row, column, seed, cfg, m: dict, model, opts: RunOptions) -> dict:
     """Small arrays the report draws figures from, saved beside the result store:
     samples (``sample``), a 2-D embedding of test points (``embed``) and a style grid
     (``style_grid``), whichever the model offers. Returns the record fields naming them."""
-    sdir = Path(opts.results_dir) / bench.name
-    stem = f"{row.id}-{column.id}-seed{seed}-{cfg['hash']}"
+    sdir = _preview_dir(bench, opts)
+    stem = f"{_file_stem(row, column)}-seed{seed}-{safe_name(cfg['hash'], what='run config hash')}"
     out = {}
     samples = m.get("_samples")
     gen = torch.Generator().manual_seed(1234 + seed)
@@ -392,17 +467,17 @@ def save_previews(bench, row, column, seed, cfg, m: dict, model, opts: RunOption
                 samples = None
         if samples is not None:
             sdir.mkdir(parents=True, exist_ok=True)
-            np.save(sdir / f"samples-{stem}.npy", samples)
-            out["samples_preview"] = str(sdir / f"samples-{stem}.npy")
+            np.save(inside(sdir, f"samples-{stem}.npy"), samples)
+            out["samples_preview"] = str(inside(sdir, f"samples-{stem}.npy"))
         if model is not None and callable(getattr(model, "embed", None)):
             test = ekdata.load(column.dataset, "test", data_dir=opts.data_dir)
             pts = batched(model.embed, test.tensor()[:5000], pick_device(opts.device)).numpy()
             sdir.mkdir(parents=True, exist_ok=True)
-            np.savez(sdir / f"embed-{stem}.npz", points=pts, labels=np.asarray(test.labels)[:5000])
-            out["embedding_preview"] = str(sdir / f"embed-{stem}.npz")
+            np.savez(inside(sdir, f"embed-{stem}.npz"), points=pts, labels=np.asarray(test.labels)[:5000])
+            out["embedding_preview"] = str(inside(sdir, f"embed-{stem}.npz"))
         if model is not None and callable(getattr(model, "style_grid", None)):
             grid = model.style_grid(10, generator=gen)
             sdir.mkdir(parents=True, exist_ok=True)
-            np.save(sdir / f"style-{stem}.npy", (grid.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
-            out["style_preview"] = str(sdir / f"style-{stem}.npy")
+            np.save(inside(sdir, f"style-{stem}.npy"), (grid.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy())
+            out["style_preview"] = str(inside(sdir, f"style-{stem}.npy"))
     return out

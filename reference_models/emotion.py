@@ -168,7 +168,9 @@ class EmotionCNN(_CrossEntropyTraining, nn.Module):
         """Fresh ``fit`` only: load ``encoder_checkpoint`` (if any) into the trunk."""
         path = self.hparams["encoder_checkpoint"]
         if path:
-            ck = torch.load(Path(path), map_location="cpu", weights_only=False)
+            from .training import load_checkpoint
+
+            ck = load_checkpoint(Path(path))
             if not (isinstance(ck, dict) and "state_dict" in ck):
                 raise ValueError(f"{path} is not an evalkit checkpoint (no 'state_dict')")
             self.load_encoder(ck["state_dict"])

@@ -115,7 +115,7 @@ def provenance(device: torch.device, seed: int) -> dict:
     return {
         "evalkit_version": ek,
         "git_commit": git_commit(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "python": platform.python_version(),
         "device": device_description(device),
         "seed": seed,
@@ -131,6 +131,15 @@ def atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    """A checkpoint read with ``weights_only=True``: tensors and plain containers only, never
+    code (``TorchVersion``, a str subclass older checkpoints carry, is allowed)."""
+    from torch.torch_version import TorchVersion
+
+    with torch.serialization.safe_globals([TorchVersion]):
+        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def model_qualname(model: torch.nn.Module) -> str:
@@ -171,19 +180,81 @@ def _checkpoint(model, optimizers, state: TrainState, config: TrainConfig, devic
     }
 
 
+def _normalised(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=str)
+
+
+def checkpoint_mismatch(ck: dict, model: torch.nn.Module) -> Optional[str]:
+    """Why checkpoint ``ck`` is not a checkpoint of ``model`` (other model, or other constructor
+    arguments, defaults included), or None when it is."""
+    want_name = getattr(model, "registry_name", None)
+    have_name = ck.get("model_name")
+    if want_name is not None and have_name != want_name:
+        return f"it holds a {have_name!r} model, not {want_name!r}"
+    if ck.get("class") not in (None, model_qualname(model)):
+        return f"it holds class {ck.get('class')}, not {model_qualname(model)}"
+    want = dict(getattr(model, "hparams", {}) or {})
+    have = ck.get("model_kwargs") or {}
+    if want and _normalised(have) != _normalised(want):
+        diff = sorted(k for k in set(want) | set(have) if _normalised(want.get(k)) != _normalised(have.get(k)))
+        return "its constructor arguments differ: " + ", ".join(f"{k}={have.get(k, '<absent>')!r} (now {want.get(k, '<absent>')!r})" for k in diff[:6])
+    return None
+
+
+def quarantine(path: Path, reason: str, say: Callable[[str], None] = print) -> Path:
+    """Move a damaged or foreign checkpoint aside (never delete it): ``<name>.bad-<UTC time>``."""
+    path = Path(path)
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    dest = path.with_name(f"{path.name}.bad-{stamp}")
+    os.replace(path, dest)
+    say(f"{path}: {reason}; moved aside to {dest.name} and training from an earlier checkpoint (or from scratch)")
+    return dest
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete ``.<name>.tmp<pid>`` files left by a killed writer (its process no longer runs)."""
+    removed = []
+    for p in Path(run_dir).glob(".*.tmp*"):
+        pid_text = p.name.rsplit(".tmp", 1)[-1]
+        if not pid_text.isdigit():
+            continue
+        pid = int(pid_text)
+        alive = pid == os.getpid()
+        if not alive:
+            try:
+                os.kill(pid, 0)
+                alive = True
+            except ProcessLookupError:
+                alive = False
+            except PermissionError:
+                alive = True
+        if not alive:
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def _checkpoint_epoch(p: Path) -> Optional[int]:
+    if p.stem.startswith("epoch_"):
+        try:
+            return int(p.stem.split("_", 1)[1])
+        except ValueError:
+            return None
+    try:
+        return int(load_checkpoint(p)["epoch"])
+    except Exception:
+        return None
+
+
 def latest_resumable(run_dir: Path, max_epoch: int) -> Optional[Path]:
-    """The checkpoint in ``run_dir`` with the most epochs not exceeding ``max_epoch``."""
+    """The checkpoint in ``run_dir`` with the most epochs not exceeding ``max_epoch``
+    (by name for ``epoch_<E>.pt``; ``last.pt`` is read; unreadable files are passed over)."""
     best, best_epoch = None, -1
     for p in Path(run_dir).glob("*.pt"):
         if p.name.startswith("."):
             continue
-        try:
-            ep = int(p.stem.split("_", 1)[1]) if p.stem.startswith("epoch_") else None
-            if ep is None:
-                ep = torch.load(p, map_location="cpu", weights_only=False)["epoch"]
-        except Exception:
-            continue
-        if best_epoch < ep <= max_epoch:
+        ep = _checkpoint_epoch(p)
+        if ep is not None and best_epoch < ep <= max_epoch:
             best, best_epoch = p, ep
     return best
 
@@ -223,23 +294,39 @@ def fit(
     if run_dir is not None:
         run_dir = Path(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
+        for p in remove_stale_temporaries(run_dir):
+            say(f"removed {p.name}, a partial checkpoint left by an evalkit process that no longer runs")
         if (run_dir / "last.pt").exists():
             try:
-                keep_last = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=False)["epoch"] > config.epochs
+                keep_last = load_checkpoint(run_dir / "last.pt")["epoch"] > config.epochs
             except Exception:
                 keep_last = False
-        resume = latest_resumable(run_dir, config.epochs)
-        if resume is not None:
-            ck = torch.load(resume, map_location="cpu", weights_only=False)
-            model.load_state_dict(ck["state_dict"])
-            model.to(device)
-            for k, o in optimizers.items():
-                o.load_state_dict(ck["optimizers"][k])
-            state = TrainState(ck["epoch"], ck["step"], ck["provenance"].get("wall_time_s", 0.0), list(ck["history"]), list(ck.get("epoch_wall_s", [])), list(ck.get("epoch_cpu_s", [])))
+        initial = {k: v.detach().clone() for k, v in model.state_dict().items()}  # restored if a resume fails half-way
+        while True:
+            resume = latest_resumable(run_dir, config.epochs)
+            if resume is None:
+                break
+            try:
+                ck = load_checkpoint(resume)
+                why = checkpoint_mismatch(ck, model)
+                if why:
+                    raise ValueError(f"not a checkpoint of this run's model: {why}")
+                model.load_state_dict(ck["state_dict"])
+                model.to(device)
+                for k, o in optimizers.items():
+                    o.load_state_dict(ck["optimizers"][k])
+                state = TrainState(ck["epoch"], ck["step"], ck["provenance"].get("wall_time_s", 0.0), list(ck["history"]), list(ck.get("epoch_wall_s", [])), list(ck.get("epoch_cpu_s", [])))
+            except Exception as e:  # truncated / damaged / not this model's: keep it aside, try the next one
+                quarantine(resume, f"cannot resume from it ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})", say)
+                model.load_state_dict(initial)
+                optimizers = model.configure_optimizers()
+                state = TrainState()
+                continue
             torch.set_rng_state(ck["rng"]["torch"])
             if ck["rng"].get("cuda") is not None and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
             say(f"resumed from {resume} at epoch {state.epoch}")
+            break
 
     x_all = images.to(device)
     y_all = labels.to(device) if labels is not None else None
@@ -257,6 +344,7 @@ def fit(
 
     snapshots = set(config.snapshot_epochs) | {config.epochs}
     last_save = time.perf_counter()
+    saved_epoch: Optional[int] = state.epoch if state.epoch > 0 else None  # newest epoch on disk in run_dir
     bar = tqdm(
         total=(config.epochs - state.epoch) * steps_per_epoch,
         disable=not config.progress,
@@ -300,13 +388,22 @@ def fit(
             if not keep_last and (final or time.perf_counter() - last_save >= config.checkpoint_every_s):
                 save("last.pt")
                 last_save = time.perf_counter()
+                saved_epoch = state.epoch
             if state.epoch in snapshots or (config.snapshot_every and state.epoch % config.snapshot_every == 0):
                 save(f"epoch_{state.epoch}.pt")
+                saved_epoch = state.epoch
     except KeyboardInterrupt:
         bar.close()
-        say(f"interrupted at epoch {state.epoch} (step {state.step}); last.pt holds the newest saved epoch")
+        if run_dir is None:
+            say(f"interrupted at epoch {state.epoch} (step {state.step}); nothing is saved (no run directory)")
+        elif saved_epoch is None:
+            say(f"interrupted at epoch {state.epoch} (step {state.step}) before any epoch was saved; the next run starts from scratch")
+        else:
+            say(f"interrupted during epoch {state.epoch + 1} (step {state.step}); epoch {saved_epoch} is saved in {run_dir}, and the next run resumes from it")
         raise
     bar.close()
+    if run_dir is not None and state.epoch == config.epochs and not (run_dir / f"epoch_{config.epochs}.pt").exists():
+        save(f"epoch_{config.epochs}.pt")  # resumed at the target epoch (e.g. from last.pt): the snapshot callers read
     model.eval()
     model.train_state_ = state
     return model

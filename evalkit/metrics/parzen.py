@@ -29,6 +29,12 @@ the chunk sizes (plus the evaluation points themselves), independent of the
 number of samples: ``samples`` may be a huge host array (e.g. 10M x 784
 float32) that is moved to the compute device one chunk at a time.
 
+Samples that never exist as one array (drawn from a model chunk by chunk) go
+through :class:`ParzenAccumulator`: ``add(chunk)`` folds each chunk into the
+same running state, kept for the validation *and* the test points at every
+sigma of the grid (sigma is chosen at the end), so nothing of size N is held;
+:func:`parzen_log_likelihood` with the same chunk sizes gives the same numbers.
+
 Precision choice (measured): with float32 the expansion loses ~1e-3 nats per
 point at D=784, sigma=0.1 because ``||x||^2`` is ~100-260 while the distances
 that matter are divided by ``2 sigma^2 = 0.02`` (centring the data first only
@@ -59,6 +65,7 @@ import torch
 
 __all__ = [
     "DEFAULT_SIGMAS",
+    "ParzenAccumulator",
     "ParzenResult",
     "ParzenWindow",
     "parzen_log_likelihood",
@@ -240,6 +247,121 @@ def _dist_info(distributed: bool | None) -> tuple[int, int]:
 # --------------------------------------------------------------------------
 
 
+class _Work:
+    """Reusable work buffers (grown on demand) for :func:`_accumulate_piece`."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._bufs: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, numel: int, dtype: torch.dtype) -> torch.Tensor:
+        buf = self._bufs.get(name)
+        if buf is None or buf.numel() < numel:
+            self._bufs.pop(name, None)
+            buf = torch.empty(numel, dtype=dtype, device=self.device)
+            self._bufs[name] = buf
+        return buf[:numel]
+
+
+def _exp_rows(device: torch.device, bt: int, bs: int) -> int:
+    """Rows of a [bt, bs] distance block whose exponentials are evaluated together.
+
+    On CPU the per-sigma passes (multiply, clamp, exp, sum) run over ~512 KB
+    blocks that stay in cache (~1.6x faster than whole-matrix passes); on an
+    accelerator the whole block is one kernel launch per pass.
+    """
+    if device.type != "cpu":
+        return bt
+    return max(1, min(bt, (512 << 10) // (4 * bs)))
+
+
+def _accumulate_piece(
+    q: torch.Tensor,
+    qq: torch.Tensor,
+    mu: torch.Tensor,
+    run_min: torch.Tensor,
+    sums: torch.Tensor,
+    coef: list[float],
+    coef_t: torch.Tensor,
+    test_chunk: int,
+    work: _Work,
+    bar: Any = None,
+) -> None:
+    """Fold one sample piece into the streaming log-sum-exp state of one query block.
+
+    ``q`` [B, D] float64 queries with ``qq = ||q||^2``; ``mu`` [bs, D] float64
+    samples; ``run_min`` [B] running minimum squared distance and ``sums``
+    [S, B] running sums of ``exp(-(d^2 - run_min) * coef[s])`` (updated in
+    place).
+    """
+    mm = (mu * mu).sum(1)
+    mu_t = mu.t()
+    bs = mu.shape[0]
+    nb = q.shape[0]
+    for t0 in range(0, nb, test_chunk):
+        t1 = min(nb, t0 + test_chunk)
+        bt = t1 - t0
+        d2 = work.get("d2", bt * bs, torch.float64).view(bt, bs)
+        # ||x||^2 + ||mu||^2, then -2 x.mu accumulated in place by the GEMM
+        torch.add(qq[t0:t1, None], mm[None, :], out=d2)
+        d2.addmm_(q[t0:t1], mu_t, beta=1.0, alpha=-2.0)
+        old_min = run_min[t0:t1]
+        piece_min = d2.amin(1).clamp_min_(0.0)
+        new_min = torch.minimum(old_min, piece_min)
+        # rescale the running sums to the new minimum
+        # (old_min is +inf before the first chunk: factor exp(-inf) = 0)
+        shift = old_min - new_min
+        sums[:, t0:t1].mul_(torch.exp(-shift[None, :] * coef_t[:, None]))
+        run_min[t0:t1] = new_min
+        rows = _exp_rows(d2.device, bt, bs)
+        # gap = smallest exponent magnitude (over samples of this piece) per row, before the
+        # coefficient; on CPU, a sigma whose exponents are all below the floor for a block of
+        # rows is skipped (see below). On an accelerator the check would cost a sync.
+        gap = (piece_min - new_min) if d2.device.type == "cpu" else None
+        for r0 in range(0, bt, rows):
+            r1 = min(bt, r0 + rows)
+            br = r1 - r0
+            # Every exponent of these rows is <= -gap_min * c. Where that is below the floor
+            # (with margin for float32 rounding) each term would be exp(_EXP_FLOOR) = 1.6e-38
+            # and their sum (< bs * 1.7e-38) is added to a running sum >= 1 (it holds the term
+            # exp(0) of the row's minimum, from this piece or an earlier one): far below half
+            # an ulp, so the float64 result is the same as without skipping.
+            # Skipping them saves the small sigmas' exponentials once the minimum is found.
+            gap_min = float(gap[r0:r1].min()) if gap is not None else 0.0
+            # delta = d2 - min >= 0 (up to rounding), exact in float64, then
+            # rounded to float32 for the exponentials (rel. error 6e-8)
+            d2r = d2[r0:r1]
+            d2r.sub_(new_min[r0:r1, None])
+            delta = work.get("delta", br * bs, torch.float32).view(br, bs)
+            delta.copy_(d2r)
+            e = work.get("exp", br * bs, torch.float32).view(br, bs)
+            for si, c in enumerate(coef):
+                if gap_min * c > -1.001 * _EXP_FLOOR:
+                    continue
+                torch.mul(delta, -c, out=e)
+                # exp() of arguments below ~-87 underflows to float32 denormals/0,
+                # which is ~15x slower on x86; such terms are < 1.7e-38 times the
+                # largest one (which is 1), so clamping them changes nothing
+                e.clamp_min_(_EXP_FLOOR)
+                e.exp_()
+                # float32 (pairwise) sum of terms in (0, 1]: rel. error ~1e-7
+                sums[si, t0 + r0 : t0 + r1] += e.sum(1)
+        if bar is not None:
+            bar.update(1)
+
+
+def _merge_ranks(run_min: torch.Tensor, sums: torch.Tensor, coef_t: torch.Tensor) -> torch.Tensor:
+    """All-reduce the partial log-sum-exp state of every rank; returns the global minimum
+    (``sums`` is rescaled and summed in place)."""
+    dist = torch.distributed
+    gmin = run_min.clone()
+    dist.all_reduce(gmin, op=dist.ReduceOp.MIN)
+    shift = run_min - gmin  # +inf on a rank without chunks (its sums are 0)
+    sums.mul_(torch.exp(-shift[None, :] * coef_t[:, None]))
+    dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+    return gmin
+
+
 def _log_density(
     samples: np.ndarray | torch.Tensor,
     queries: np.ndarray | torch.Tensor,
@@ -278,12 +400,7 @@ def _log_density(
 
         bar = tqdm(total=n_total_steps, desc=desc, unit="chunk")
 
-    # Work buffers (flat, re-viewed per chunk shape so views stay contiguous).
-    work = min(test_chunk, m) * min(sample_chunk, n)
-    d2_buf = torch.empty(work, dtype=torch.float64, device=device)
-    delta_buf = torch.empty(work, dtype=torch.float32, device=device)
-    exp_buf = torch.empty(work, dtype=torch.float32, device=device)
-
+    work = _Work(device)
     try:
         with _no_tf32(), torch.no_grad():
             for b0 in range(0, m, block):
@@ -298,49 +415,10 @@ def _log_density(
                     s0, s1 = j * sample_chunk, min(n, (j + 1) * sample_chunk)
                     mu = _row_chunk(samples, s0, s1).to(device=device, non_blocking=True)
                     mu = mu.to(torch.float64).contiguous()
-                    mm = (mu * mu).sum(1)
-                    mu_t = mu.t()
-                    bs = s1 - s0
-                    for t0 in range(0, b1 - b0, test_chunk):
-                        t1 = min(b1 - b0, t0 + test_chunk)
-                        bt = t1 - t0
-                        d2 = d2_buf[: bt * bs].view(bt, bs)
-                        # ||x||^2 + ||mu||^2, then -2 x.mu accumulated in place by the GEMM
-                        torch.add(qq[t0:t1, None], mm[None, :], out=d2)
-                        d2.addmm_(q[t0:t1], mu_t, beta=1.0, alpha=-2.0)
-                        old_min = run_min[t0:t1]
-                        new_min = torch.minimum(old_min, d2.amin(1).clamp_min_(0.0))
-                        # rescale the running sums to the new minimum
-                        # (old_min is +inf before the first chunk: factor exp(-inf) = 0)
-                        shift = old_min - new_min
-                        sums[:, t0:t1].mul_(torch.exp(-shift[None, :] * coef_t[:, None]))
-                        run_min[t0:t1] = new_min
-                        # delta = d2 - min >= 0 (up to rounding), exact in float64, then
-                        # rounded to float32 for the exponentials (rel. error 6e-8)
-                        d2.sub_(new_min[:, None])
-                        delta = delta_buf[: bt * bs].view(bt, bs)
-                        delta.copy_(d2)
-                        e = exp_buf[: bt * bs].view(bt, bs)
-                        for si, c in enumerate(coef):
-                            torch.mul(delta, -c, out=e)
-                            # exp() of arguments below ~-87 underflows to float32 denormals/0,
-                            # which is ~15x slower on x86; such terms are < 1.7e-38 times the
-                            # largest one (which is 1), so clamping them changes nothing
-                            e.clamp_min_(_EXP_FLOOR)
-                            e.exp_()
-                            # float32 (pairwise) sum of terms in (0, 1]: rel. error ~1e-7
-                            sums[si, t0:t1] += e.sum(1)
-                        if bar is not None:
-                            bar.update(1)
+                    _accumulate_piece(q, qq, mu, run_min, sums, coef, coef_t, test_chunk, work, bar)
 
                 if world > 1:
-                    dist = torch.distributed
-                    gmin = run_min.clone()
-                    dist.all_reduce(gmin, op=dist.ReduceOp.MIN)
-                    shift = run_min - gmin  # +inf on a rank without chunks (its sums are 0)
-                    sums.mul_(torch.exp(-shift[None, :] * coef_t[:, None]))
-                    dist.all_reduce(sums, op=dist.ReduceOp.SUM)
-                    run_min = gmin
+                    run_min = _merge_ranks(run_min, sums, coef_t)
 
                 # log mean exp = -min * coef + log(sum) - log N
                 lme = -run_min[None, :] * coef_t[:, None] + torch.log(sums) - math.log(n)
@@ -606,3 +684,225 @@ def parzen_log_likelihood(
         dim=int(s.shape[1]),
         seconds=time.perf_counter() - t_start,
     )
+
+
+class _QuerySet:
+    """Evaluation points resident on the device (float64, in blocks) and their streaming
+    log-sum-exp state: running minimum squared distance [M] and one running sum per sigma."""
+
+    def __init__(self, points: np.ndarray | torch.Tensor, n_sig: int, device: torch.device, block: int) -> None:
+        self.n = int(points.shape[0])
+        self.blocks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        for b0 in range(0, self.n, block):
+            b1 = min(self.n, b0 + block)
+            q = _row_chunk(points, b0, b1).to(device=device, dtype=torch.float64).contiguous()
+            run_min = torch.full((b1 - b0,), math.inf, dtype=torch.float64, device=device)
+            sums = torch.zeros((n_sig, b1 - b0), dtype=torch.float64, device=device)
+            self.blocks.append((q, (q * q).sum(1), run_min, sums))
+
+    def merge_ranks(self, coef_t: torch.Tensor) -> None:
+        self.blocks = [(q, qq, _merge_ranks(rm, sums, coef_t), sums) for q, qq, rm, sums in self.blocks]
+
+    def log_density(self, coef_t: torch.Tensor, n_samples: int, sigmas: np.ndarray, dim: int) -> np.ndarray:
+        """float64 [S, M] Parzen log-density of every point for every sigma."""
+        parts = [
+            (-rm[None, :] * coef_t[:, None] + torch.log(sums) - math.log(n_samples)).cpu().numpy()
+            for _, _, rm, sums in self.blocks
+        ]
+        log_z = dim * np.log(sigmas * np.sqrt(2.0 * np.pi))
+        return np.concatenate(parts, axis=1) - log_z[:, None]
+
+
+class ParzenAccumulator:
+    """Streaming form of :func:`parzen_log_likelihood`: samples arrive chunk by chunk.
+
+    ::
+
+        acc = ParzenAccumulator(test, validation)          # sigma grid: DEFAULT_SIGMAS
+        for chunk in sample_chunks:                        # any chunk sizes, [k, ...] in [0, 1]
+            acc.add(chunk)                                 # chunk may be discarded afterwards
+        res = acc.result()                                 # ParzenResult, as parzen_log_likelihood
+
+    The same protocol and numerics as :func:`parzen_log_likelihood`, but no
+    sample is kept after :meth:`add` returns (except a remainder of fewer than
+    ``sample_chunk`` rows, copied): for every validation **and** test point and
+    every sigma of the grid the log-sum-exp over samples is accumulated (running
+    minimum squared distance + one rescaled sum per sigma), and sigma is chosen
+    only in :meth:`result`. Memory is therefore independent of the number of
+    samples: the evaluation points (float64, on the device), the state
+    ``(1 + S) x (M_test + M_valid)`` float64 values and the work buffers of one
+    ``test_chunk x sample_chunk`` block.
+
+    Samples are regrouped into pieces of exactly ``sample_chunk`` rows aligned
+    with the start of the stream, so the arithmetic matches
+    ``parzen_log_likelihood(all_samples, ...)`` with the same chunk sizes
+    whatever sizes the chunks passed to :meth:`add` have. The price of choosing
+    sigma at the end is that the test points are scored at every sigma of the
+    grid (the all-at-once function scores them at the chosen one only): the
+    exponentials cost ~S times more for the test set; the float64 distances
+    (the dominant cost on CPU) are computed once, as before.
+
+    Args:
+        test, validation, sigmas, sigma, test_chunk, sample_chunk, device,
+        check_range, distributed: as for :func:`parzen_log_likelihood`. With
+            ``torch.distributed`` (>1 rank) every rank must add identical
+            chunks; pieces are split across ranks and merged in :meth:`result`
+            (a collective call on every rank).
+
+    Raises ValueError (naming the argument) for the same invalid inputs as
+    :func:`parzen_log_likelihood`; :meth:`add` validates every chunk (dtype,
+    NaN/Inf, range, dimension).
+    """
+
+    def __init__(
+        self,
+        test: Any,
+        validation: Any = None,
+        sigmas: Sequence[float] | np.ndarray | None = None,
+        *,
+        sigma: float | None = None,
+        test_chunk: int | None = None,
+        sample_chunk: int | None = None,
+        device: Any = None,
+        check_range: bool = True,
+        distributed: bool | None = None,
+    ) -> None:
+        t_start = time.perf_counter()
+        if sigma is None and validation is None:
+            raise ValueError(
+                "pass either validation=... (points used to cross-validate sigma, e.g. the first "
+                "1000 images of MNIST train[50000:60000]) or a fixed sigma=..."
+            )
+        self.fixed_sigma = sigma is not None
+        if sigma is not None:
+            self.sigmas = _check_sigmas([sigma], "sigma")
+        else:
+            self.sigmas = _check_sigmas(DEFAULT_SIGMAS if sigmas is None else sigmas, "sigmas")
+        t = _to_points(test, "test")
+        v = _to_points(validation, "validation") if validation is not None else None
+        if v is not None:
+            _check_dims(t, v, "validation")
+        _check_values(t, "test", check_range)
+        if v is not None:
+            _check_values(v, "validation", check_range)
+        self.check_range = check_range
+        self.dim_ = int(t.shape[1])
+        self.n_test_ = int(t.shape[0])
+        self.device_ = _pick_device(device, test, validation)
+        self.test_chunk_, self.sample_chunk_ = _default_chunks(self.dim_, test_chunk, sample_chunk)
+        self._rank, self._world = _dist_info(distributed)
+        self._coef = (1.0 / (2.0 * self.sigmas**2)).tolist()
+        self._coef_t = torch.tensor(self._coef, dtype=torch.float64, device=self.device_)
+        block = max(self.test_chunk_, (_QUERY_BLOCK_BYTES // (8 * self.dim_)) // self.test_chunk_ * self.test_chunk_)
+        n_sig = len(self.sigmas)
+        with torch.no_grad():
+            self._valid = _QuerySet(v, n_sig, self.device_, block) if v is not None else None
+            self._test = _QuerySet(t, n_sig, self.device_, block)
+        self._work = _Work(self.device_)
+        self._pending: list[torch.Tensor] = []
+        self._pending_rows = 0
+        self._pieces = 0
+        self.n_samples_ = 0
+        self._result: ParzenResult | None = None
+        self._seconds = time.perf_counter() - t_start
+
+    # -- streaming ----------------------------------------------------------
+
+    def add(self, samples: Any) -> "ParzenAccumulator":
+        """Fold a chunk of samples [k, ...] (numpy or torch, any device) into the estimate.
+
+        The chunk is validated (float dtype, no NaN/Inf, values in [0, 1] with
+        ``check_range``, same flattened dimension as the test points) and not
+        referenced after the call returns. Returns ``self``.
+        """
+        t_start = time.perf_counter()
+        if self._result is not None:
+            raise ValueError("ParzenAccumulator.result() was already called; create a new accumulator")
+        s = _to_points(samples, "samples")
+        if s.shape[1] != self.dim_:
+            raise ValueError(
+                f"dimension mismatch: samples have D={s.shape[1]} (flattened shape {tuple(s.shape)}) "
+                f"but test has D={self.dim_}; both must be flattened images of the same size"
+            )
+        _check_values(s, "samples", self.check_range)
+        rows, sc = int(s.shape[0]), self.sample_chunk_
+        pos = 0
+        if self._pending_rows:
+            take = min(sc - self._pending_rows, rows)
+            self._pending.append(_row_chunk(s, 0, take).clone())
+            self._pending_rows += take
+            pos = take
+            if self._pending_rows == sc:
+                self._flush()
+        while rows - pos >= sc:
+            self._piece(_row_chunk(s, pos, pos + sc))
+            pos += sc
+        if pos < rows:
+            # a copy, so the caller's chunk can be freed
+            self._pending.append(_row_chunk(s, pos, rows).clone())
+            self._pending_rows += rows - pos
+        self.n_samples_ += rows
+        self._seconds += time.perf_counter() - t_start
+        return self
+
+    def _flush(self) -> None:
+        if self._pending_rows:
+            parts = [p.to(self.device_) for p in self._pending]
+            self._pending, self._pending_rows = [], 0
+            self._piece(parts[0] if len(parts) == 1 else torch.cat(parts))
+
+    def _piece(self, piece: torch.Tensor) -> None:
+        """One aligned piece (``sample_chunk`` rows, or the final remainder)."""
+        j = self._pieces
+        self._pieces += 1
+        if j % self._world != self._rank:
+            return
+        with _no_tf32(), torch.no_grad():
+            mu = piece.to(device=self.device_, non_blocking=True).to(torch.float64).contiguous()
+            for qs in (self._valid, self._test):
+                if qs is None:
+                    continue
+                for q, qq, run_min, sums in qs.blocks:
+                    _accumulate_piece(q, qq, mu, run_min, sums, self._coef, self._coef_t, self.test_chunk_, self._work)
+
+    # -- results -------------------------------------------------------------
+
+    def result(self) -> ParzenResult:
+        """The protocol's result for all samples added so far (then the accumulator is closed).
+
+        ``seconds`` is the time spent inside the accumulator (not in producing
+        the samples). Raises ValueError if no sample was added.
+        """
+        if self._result is not None:
+            return self._result
+        t_start = time.perf_counter()
+        if self.n_samples_ == 0:
+            raise ValueError("samples is empty: add at least one sample chunk before result()")
+        self._flush()
+        self._work = _Work(self.device_)  # release the work buffers
+        with torch.no_grad():
+            if self._world > 1:
+                for qs in (self._valid, self._test):
+                    if qs is not None:
+                        qs.merge_ranks(self._coef_t)
+            if self._valid is not None:
+                curve = self._valid.log_density(self._coef_t, self.n_samples_, self.sigmas, self.dim_).mean(axis=1)
+            else:
+                curve = np.full(len(self.sigmas), np.nan)
+            best = 0 if self.fixed_sigma else int(np.argmax(curve))
+            test_ll = self._test.log_density(self._coef_t, self.n_samples_, self.sigmas, self.dim_)
+        ll = test_ll[best].copy()
+        self._valid = self._test = None
+        self._result = ParzenResult(
+            mean=float(ll.mean()),
+            stderr=float(ll.std() / np.sqrt(ll.shape[0])),
+            sigma=float(self.sigmas[best]),
+            per_point=ll,
+            sigmas=self.sigmas.copy(),
+            validation_curve=curve,
+            n_samples=int(self.n_samples_),
+            n_test=self.n_test_,
+            dim=self.dim_,
+            seconds=self._seconds + time.perf_counter() - t_start,
+        )
+        return self._result

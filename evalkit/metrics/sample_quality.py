@@ -36,11 +36,21 @@ All functions take *features* (one vector per image, e.g. the penultimate layer 
   recall = fraction of real points in the fake manifold. Distances are
   Euclidean in float64; each deciding distance is the *direct* sum of squared
   differences, so a point is at distance exactly 0 from an identical point and
-  ``precision_recall(X, X) == (1.0, 1.0)`` exactly. Large sets are processed in
+  ``precision_recall(X, X) == (1.0, 1.0)`` exactly. **Ties**: a point exactly on
+  the k-NN sphere is inside (``<=``), but a float64 sum of D squares is only
+  correct to about ``D`` ulps and its rounding differs between CPUs, SIMD widths
+  and BLAS/torch builds, so the test is
+  ``||q - s||^2 <= radius(s)^2 * (1 + TIE_RTOL)`` with ``TIE_RTOL = 1e-9``
+  (squared distances; ``5e-10`` on distances): far above float64 rounding for
+  any practical D (``2 (D + 2) * 1.1e-16`` is ``2e-11`` at D = 10^5) and far
+  below the resolution of float32 features (``1.2e-7``), so it only decides
+  ties (points on the sphere up to rounding) and the result does not flip
+  between machines. Identical points are at distance exactly 0, so a radius of
+  0 (duplicates) still admits only exact copies. Large sets are processed in
   chunks with a matrix-multiply screen (``||x||^2 + ||y||^2 - 2 x.y`` with a
   rigorous rounding-error bound); only the pairs the screen cannot decide are
-  recomputed directly, so the result equals the brute-force computation and
-  does not depend on the chunk size, while memory stays ``O(chunk^2)``.
+  recomputed directly, so the result equals the brute-force computation (with
+  the same tie rule) and does not depend on the chunk size, while memory stays ``O(chunk^2)``.
 * **Mode coverage**: each sample is assigned the class ``argmax`` of a
   classifier's probabilities (or a given predicted label). A class is
   *covered* if at least ``min_count`` (default 1) samples are assigned to it.
@@ -72,6 +82,9 @@ __all__ = [
 
 # Rows/columns per block of the pairwise-distance screen: 1024^2 float64 = 8 MB per buffer.
 DEFAULT_CHUNK = 1024
+# Relative tolerance on squared distances for "inside a k-NN ball" (see the module docstring:
+# it only resolves ties, which rounding would otherwise decide differently on different machines).
+TIE_RTOL = 1e-9
 
 
 # --------------------------------------------------------------------------- input handling
@@ -323,7 +336,9 @@ def _knn_radii_sq(x: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
 
 
 def _in_manifold(q_all: torch.Tensor, ref: torch.Tensor, rad2: torch.Tensor, chunk: int) -> torch.Tensor:
-    """Bool [Nq]: does some ref point j have direct ||q - ref_j||^2 <= rad2_j?"""
+    """Bool [Nq]: does some ref point j have direct ||q - ref_j||^2 <= rad2_j?
+
+    Callers pass ``rad2`` already widened by ``(1 + TIE_RTOL)`` (see :func:`precision_recall`)."""
     dim = ref.shape[1]
     qs, rs = _Screen(q_all, dim), _Screen(ref, dim)
     out = torch.zeros(q_all.shape[0], dtype=torch.bool)
@@ -362,10 +377,13 @@ def precision_recall(real_features: Any, fake_features: Any, *, k: int = 3, chun
     r, f = torch.from_numpy(real), torch.from_numpy(fake)
     with torch.no_grad():
         r_rad2, f_rad2 = _knn_radii_sq(r, k, chunk), _knn_radii_sq(f, k, chunk)
-        precision = float(_in_manifold(f, r, r_rad2, chunk).double().mean())
-        recall = float(_in_manifold(r, f, f_rad2, chunk).double().mean())
+        # ties (distance == radius up to rounding) count as inside on every machine: TIE_RTOL
+        precision = float(_in_manifold(f, r, r_rad2 * (1.0 + TIE_RTOL), chunk).double().mean())
+        recall = float(_in_manifold(r, f, f_rad2 * (1.0 + TIE_RTOL), chunk).double().mean())
+    # numpy's sqrt is the correctly rounded IEEE one (so the radius of an integer lattice is
+    # exactly math.sqrt of the integer squared radius)
     return PrecisionRecall(precision, recall, k, real.shape[0], fake.shape[0],
-                           r_rad2.sqrt().numpy(), f_rad2.sqrt().numpy())
+                           np.sqrt(r_rad2.numpy()), np.sqrt(f_rad2.numpy()))
 
 
 # --------------------------------------------------------------------------- mode coverage

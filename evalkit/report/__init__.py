@@ -6,12 +6,20 @@ from pathlib import Path
 import numpy as np
 
 from ..benchmarks import Benchmark
+from ..paths import inside, safe_name
 from ..results import ResultStore
 from .figures import image_grid, save_restoration_panel, save_sample_grid, save_scatter
 from .render import to_latex, to_markdown
 from .tables import Table, build_table
 
 __all__ = ["Table", "build_table", "to_markdown", "to_latex", "write_report", "write_suite_report", "image_grid", "save_sample_grid"]
+
+
+def _figure_name(*parts) -> str:
+    """``<part>-<part>-....png``: each part (benchmark, kind, row, column) through
+    :func:`evalkit.paths.safe_name`, so spec ids keep their names and a user row
+    (``user:pkg.mod:build``) gets a portable one (no ``:``, which Markdown reads as a URL scheme)."""
+    return "-".join(safe_name(p, what="figure name part", sanitise=True) for p in parts) + ".png"
 
 
 def _caption_run(rec: dict) -> str:
@@ -45,27 +53,27 @@ def sample_figures(bench: Benchmark, table: Table, records: list[dict], out_dir:
         key = ("samples", rec["row"], rec["column"] if per_column_samples else None)
         if prev and Path(prev).exists() and key not in seen:
             images = np.load(prev)
-            name = f"{bench.name}-samples-{rec['row']}" + (f"-{rec['column']}" if per_column_samples else "") + ".png"
+            name = _figure_name(bench.name, "samples", rec["row"], *([rec["column"]] if per_column_samples else []))
             title = f"{lab[0]} ({lab[1]}): first {len(images)} samples ({run})"
-            save_sample_grid(images, out_dir / name, title=title)
+            save_sample_grid(images, inside(out_dir, name), title=title)
             figs.append((title, name))
             seen.add(key)
         prev = rec.get("embedding_preview")
         key = ("embed", rec["row"], rec["column"])
         if prev and Path(prev).exists() and key not in seen:
             z = np.load(prev)
-            name = f"{bench.name}-embedding-{rec['row']}-{rec['column']}.png"
+            name = _figure_name(bench.name, "embedding", rec["row"], rec["column"])
             title = f"{lab[0]} ({lab[1]}): 2-D codes of {len(z['labels'])} test images, coloured by true class ({run})"
-            save_scatter(z["points"], z["labels"], out_dir / name, title=title)
+            save_scatter(z["points"], z["labels"], inside(out_dir, name), title=title)
             figs.append((title, name))
             seen.add(key)
         prev = rec.get("style_preview")
         key = ("style", rec["row"])
         if prev and Path(prev).exists() and key not in seen:
             grid = np.load(prev)  # [styles, classes, C, H, W]
-            name = f"{bench.name}-style-{rec['row']}.png"
+            name = _figure_name(bench.name, "style", rec["row"])
             title = f"{lab[0]}: each row one style code z, each column a label y = 0..{grid.shape[1] - 1} ({run})"
-            save_sample_grid(grid.reshape(-1, *grid.shape[2:]), out_dir / name, title=title, ncols=grid.shape[1])
+            save_sample_grid(grid.reshape(-1, *grid.shape[2:]), inside(out_dir, name), title=title, ncols=grid.shape[1])
             figs.append((title, name))
             seen.add(key)
     return figs
@@ -110,10 +118,10 @@ def restoration_figures(bench: Benchmark, records: list[dict], out_dir: Path) ->
             psnr0 = (r.get("details") or {}).get("psnr", [None])[0]
             panels.append((f"{r.get('row_label', r['row'])}" + (f"\n{psnr0:.2f} dB" if psnr0 is not None else ""), view(np.load(r["example_preview"])["output"])))
         panels.append(("target" if bench.metric == "reconstruction" else "original", view(first["target"])))
-        name = f"{bench.name}-{col.id}.png"
+        name = _figure_name(bench.name, col.id)
         where = f"centre {min(crop, *like)}x{min(crop, *like)} crop of the first test image" if crop else "first test image"
         title = f"{col.label}: {where} (seed {seed}; dB = PSNR of the whole image)"
-        save_restoration_panel(panels, out_dir / name, title=title)
+        save_restoration_panel(panels, inside(out_dir, name), title=title)
         figs.append((title, name, col.id in bench.local_figures))
     return figs
 
@@ -136,15 +144,15 @@ def write_report(bench: Benchmark, store: ResultStore, out_dir: Path, formats=("
     table, figs = _table_and_figures(bench, store, out_dir, figures)
     written: dict[str, Path] = {}
     if "md" in formats:
-        p = out_dir / f"{bench.name}.md"
+        p = inside(out_dir, safe_name(bench.name, what="benchmark name") + ".md")
         p.write_text(to_markdown(table, figures=figs))
         written["md"] = p
     if "tex" in formats:
-        p = out_dir / f"{bench.name}.tex"
+        p = inside(out_dir, safe_name(bench.name, what="benchmark name") + ".tex")
         p.write_text(to_latex(table))
         written["tex"] = p
     for _, name, *_ in figs:
-        written[name] = out_dir / name
+        written[name] = inside(out_dir, name)
     return written
 
 
@@ -170,13 +178,13 @@ def write_suite_report(suite, store: ResultStore, out_dir: Path, formats=("md", 
         md += [_demote(to_markdown(table, figures=figs)), ""]
         tex += ["", to_latex(table)]
         for _, name, *_ in figs:
-            written[name] = out_dir / name
+            written[name] = inside(out_dir, name)
     if "md" in formats:
-        p = out_dir / f"{suite.name}.md"
+        p = inside(out_dir, safe_name(suite.name, what="suite name") + ".md")
         p.write_text("\n".join(md).rstrip("\n") + "\n")
         written = {"md": p, **written}
     if "tex" in formats:
-        p = out_dir / f"{suite.name}.tex"
+        p = inside(out_dir, safe_name(suite.name, what="suite name") + ".tex")
         p.write_text("\n".join(tex).rstrip("\n") + "\n")
         written = {**written, "tex": p}
     return written

@@ -1,0 +1,5 @@
+"""``python -m evalkit``: the ``evalkit`` command."""
+from .cli import main
+
+if __name__ == "__main__":  # pragma: no cover
+    main(prog_name="evalkit")
