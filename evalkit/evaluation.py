@@ -250,16 +250,26 @@ def iter_sample_chunks(model, n: int, *, seed: int, device: torch.device, batch:
     done = 0
     while done < n:
         k = min(batch, n - done)
-        with torch.no_grad():
-            if not takes_generator:
-                s = model.sample(k)
-            else:
-                try:
-                    s = model.sample(k, generator=gen)
-                except TypeError:  # a user model without the generator keyword
+        try:
+            with torch.no_grad():
+                if not takes_generator:
                     s = model.sample(k)
+                else:
+                    try:
+                        s = model.sample(k, generator=gen)
+                    except TypeError:  # a user model without the generator keyword
+                        s = model.sample(k)
+        except EvalkitError:
+            raise
+        except Exception as e:
+            raise EvalkitError(f"{who}: sample({k}) raised {type(e).__name__}: {e}") from None
+        if s is None:
+            raise EvalkitError(f"{who}: sample({k}) returned None; it must return the images as a [n, C, H, W] tensor in [0, 1]")
         if not isinstance(s, torch.Tensor):
-            s = torch.as_tensor(np.asarray(s))
+            try:
+                s = torch.as_tensor(np.asarray(s, dtype=np.float32))
+            except (TypeError, ValueError) as e:
+                raise EvalkitError(f"{who}: sample({k}) returned a {type(s).__name__} that is not an array of numbers ({e})") from None
         s = s.detach().float().cpu()
         got = int(s.shape[0]) if s.ndim else None
         if got != k:

@@ -362,6 +362,13 @@ def run_cell(bench, row, column, seed, epochs, protocol, cfg, key, opts: RunOpti
         )
         loaded, model = tr.loaded, tr.loaded.model
         trained_info = {"epochs": tr.epochs, "trained_now": tr.trained_now, "train_s": tr.train_seconds, "labels": label_key}
+        if callable(getattr(model, "choose_on_validation", None)):  # sampler settings chosen on the validation split (never test), kept in the checkpoint
+            with file_lock(tr.path.parent / ".lock", what=f"sampler choice of {row.id} on {column.dataset}, seed {seed}", log=log):
+                valid = ekdata.load(column.dataset, protocol.get("valid_split", "valid"), data_dir=opts.data_dir).tensor()
+                model.choose_on_validation(valid, n_samples=min(int(protocol.get("n_samples", 10000)), 10000), seed=seed, checkpoint=tr.path, log=log)
+                loaded = load_evalkit_checkpoint(tr.path, dev)  # re-read: the file (and its sha256) now holds the choice
+            model = loaded.model
+            trained_info["sample_choice"] = model.choice_summary()
         who = f"reference model {row.model}"
     else:
         who = f"pipeline {row.pipeline}"

@@ -22,6 +22,7 @@ REGISTRY: dict[str, str] = {
     "sparse_ae": "reference_models.autoencoders:SparseAE",
     "denoising_ae": "reference_models.autoencoders:DenoisingAE",
     "contractive_ae": "reference_models.autoencoders:ContractiveAE",
+    "gsn": "reference_models.gsn:GSN",
     "dbn": "reference_models.dbn:DBN",
     "dcgan": "reference_models.dcgan:DCGAN",
     "vaegan": "reference_models.vaegan:VAEGAN",

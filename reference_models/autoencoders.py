@@ -22,7 +22,9 @@ which §10 states lambda = 1e-4, and the one every penalty weight below is given
 * :class:`DenoisingAE` [§10]: trained to map a corrupted x~ back to the clean x.
   ``corruption="gaussian"`` (default): x~ = clip(x + 0.5 N(0, 1), 0, 1) [C slides,
   ``noise_factor = 0.5``]; ``"masking"``: a fraction 0.25 of the pixels set to 0 [A, Vincent
-  et al. 2008]. 784-1000 sigmoid-784 [A].
+  et al. 2008]; ``"salt_pepper"``: each pixel, with probability ``salt_pepper_fraction`` (0.4),
+  replaced by 0 or 1 with equal odds [C yaoli/GSN model.py ``salt_and_pepper``, the
+  ``input_salt_and_pepper = 0.4`` of its run scripts]. 784-1000 sigmoid-784 [A].
 * :class:`ContractiveAE` [§10]: one sigmoid layer h = sigmoid(W x + b), loss + lambda
   ||J_f(x)||_F^2 with the closed form sum_j (h_j (1 - h_j))^2 sum_i W_ji^2, lambda = 1e-4
   [A]. 1000 code units and a tied decoder x_hat = sigmoid(W^T h + c) [R: Rifai et al. 2011].
@@ -46,7 +48,14 @@ checkpoint, so a loaded model rebuilds the same starts).
   ``"j"``: f(x_t) + eps J n with n ~ N(0, I) in pixel space (the code noise has covariance
   eps^2 J J^T). eps = 1 [A: on the 8x8 digits it gives samples whose per-pixel spread matches
   the data's; 0.1 stays near the start images, 10 leaves the digit manifold]. Start: training
-  images [A].
+  images [A]. On MNIST eps = 1 drives the chains off the digit manifold (Parzen -271 nats)
+  while 0.1 gives -52, so the step must be chosen per data set: ``sample_grid`` (e.g.
+  ``{"step": [0.03, 0.1, 0.3, 1.0], "burn_in": [100, 1000]}``) names candidate chain settings
+  and :meth:`ContractiveAE.choose_on_validation` (:func:`choose_chain_settings`) picks the one
+  whose samples give the best Parzen log-likelihood on the VALIDATION split (sigma chosen on
+  valid[0:1000], the log-likelihood averaged over valid[1000:2000]; the test split is never
+  seen) and records it in the buffers ``sample_choice`` / ``sample_choice_ll``, so the
+  checkpoint keeps the choice; ``sample()`` refuses to run before a choice is recorded.
 
 Close kin, not the published models (footnote these in any report): the GAN paper's Parzen
 table (MODELS.md §1 [P]) has "Stacked CAE" (121 +- 1.6 on MNIST) and "Deep GSN" (214 +- 1.1)
@@ -54,10 +63,12 @@ rows. As recalled [R], the first is a two-layer CAE sampled with the Rifai et al
 its top representation (Bengio et al. 2013, "Better mixing via deep representations") and
 the second a deep generative stochastic network trained with walkback (Bengio et al. 2014),
 whose MNIST chains used salt-and-pepper noise. Here: one-layer CAE, and a one-layer DAE with
-the 2013 chain and no walkback.
+the 2013 chain and no walkback. The Deep GSN itself, as in its authors' code, is
+:class:`reference_models.gsn.GSN`; the DAE chain stays as its one-layer kin.
 """
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Callable, Optional, Sequence
 
@@ -82,6 +93,15 @@ def _check(name: str, value, allowed) -> None:
 
 
 # --- Markov-chain sampling shared by the generative models (also used by reference_models.dbn) ---
+def salt_and_pepper(x: torch.Tensor, p: float, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Salt-and-pepper noise as in the GSN code (yaoli/GSN ``model.py``, ``salt_and_pepper``):
+    each value independently, with probability ``p``, is replaced by 0 or by 1 (equal odds);
+    the others are kept. Every random draw comes from ``generator``."""
+    hit = torch.rand(x.shape, device=x.device, generator=generator) < p
+    salt = torch.rand(x.shape, device=x.device, generator=generator) < 0.5
+    return torch.where(hit, salt.to(x.dtype), x)
+
+
 def register_chain_starts(module: nn.Module, n_starts: int, dim: int) -> None:
     """Buffers for ``n_starts`` training images (flattened) that chains may start from."""
     if n_starts < 1:
@@ -133,6 +153,71 @@ def markov_chain_samples(
             state = step(state)
         out.append(emit(state))
     return torch.cat(out)[:n]
+
+
+# --- chain settings chosen on validation (ContractiveAE.sample_grid) -------------------------
+#: Keys a ``sample_grid`` may vary: keyword arguments of the samplers' ``sample()``.
+SAMPLE_GRID_KEYS = ("step", "noise", "burn_in", "thin", "chains", "start")
+
+
+def _expand_grid(grid: Optional[dict]) -> list[dict]:
+    """The product of a ``{key: [values]}`` grid as a list of settings (keys in
+    :data:`SAMPLE_GRID_KEYS` order, values in the given order); [] for None."""
+    if grid is None:
+        return []
+    if not isinstance(grid, dict) or not grid:
+        raise ValueError(f"sample_grid must be a non-empty dict of lists, e.g. {{'step': [0.1, 1.0]}}; got {grid!r}")
+    bad = sorted(set(grid) - set(SAMPLE_GRID_KEYS))
+    if bad:
+        raise ValueError(f"sample_grid keys must be among {SAMPLE_GRID_KEYS}; got {bad}")
+    keys = [k for k in SAMPLE_GRID_KEYS if k in grid]
+    values = []
+    for k in keys:
+        v = grid[k]
+        if isinstance(v, (str, bytes)) or not isinstance(v, Sequence) or len(v) == 0:
+            raise ValueError(f"sample_grid[{k!r}] must be a non-empty list, got {v!r}")
+        values.append(list(v))
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+
+
+def choose_chain_settings(
+    model, valid: torch.Tensor, settings: Sequence[dict], *, n_samples: int = 10000, n_choose: int = 1000,
+    n_score: int = 1000, seed: int = 0, sigmas=None, log: Optional[Callable[[str], None]] = None,
+) -> dict:
+    """Score every chain setting (keyword arguments of ``model.sample``) on VALIDATION images
+    only and pick the best: for each setting, ``n_samples`` samples drawn with a generator
+    seeded ``seed`` (the same seed for every setting); the Parzen sigma is chosen on
+    ``valid[0:c]`` and the mean log-likelihood taken over ``valid[c:c + s]``, with
+    c = min(n_choose, len(valid) // 2) and s = min(n_score, len(valid) - c) (MNIST: valid[0:1000]
+    and valid[1000:2000]; the evaluation protocol's test split is never passed here). Ties go
+    to the earlier setting. Returns ``{"chosen", "chosen_index", "results": [{"setting",
+    "valid_ll", "valid_ll_se", "sigma"}], "n_samples", "valid_choose", "valid_score", "seed"}``."""
+    from evalkit.metrics import parzen_log_likelihood
+
+    if not settings:
+        raise ValueError("no chain settings to choose from")
+    valid = valid.float()
+    if valid.shape[0] < 2:
+        raise ValueError(f"need at least 2 validation images (one to choose sigma, one to score), got {valid.shape[0]}")
+    c = min(n_choose, valid.shape[0] // 2)
+    s = min(n_score, valid.shape[0] - c)
+    v_choose, v_score = valid[:c], valid[c:c + s]
+    device = next(model.parameters()).device
+    results = []
+    for setting in settings:
+        gen = torch.Generator(device=device).manual_seed(seed)
+        with torch.no_grad():
+            samples = model.sample(n_samples, generator=gen, **setting).detach().float().cpu()
+        res = parzen_log_likelihood(samples.clamp(0, 1), v_score, validation=v_choose, sigmas=sigmas)
+        results.append({"setting": dict(setting), "valid_ll": float(res.mean), "valid_ll_se": float(res.stderr), "sigma": float(res.sigma)})
+        if log:
+            log(f"chain setting {setting}: validation Parzen LL {res.mean:.1f} +- {res.stderr:.1f} (sigma {res.sigma:.3g})")
+    lls = [r["valid_ll"] if math.isfinite(r["valid_ll"]) else -math.inf for r in results]
+    best = max(range(len(results)), key=lambda i: (lls[i], -i))
+    if log:
+        log(f"chosen on validation: {results[best]['setting']}")
+    return {"chosen": dict(settings[best]), "chosen_index": best, "results": results, "n_samples": n_samples,
+            "valid_choose": f"valid[0:{c}]", "valid_score": f"valid[{c}:{c + s}]", "seed": seed}
 
 
 # --- the shared autoencoder ------------------------------------------------------------------
@@ -283,7 +368,7 @@ class SparseAE(_MLPAutoEncoder):
 
 class DenoisingAE(_MLPAutoEncoder):
     registry_name = "denoising_ae"
-    description = "Denoising autoencoder (Gaussian or masking corruption) with the Bengio et al. 2013 generative chain"
+    description = "Denoising autoencoder (Gaussian, masking or salt-and-pepper corruption) with the Bengio et al. 2013 generative chain"
 
     def __init__(
         self,
@@ -294,6 +379,7 @@ class DenoisingAE(_MLPAutoEncoder):
         corruption: str = "gaussian",
         noise_std: float = 0.5,
         mask_fraction: float = 0.25,
+        salt_pepper_fraction: float = 0.4,
         tied: bool = False,
         loss: str = "bce",
         reduction: str = "mean",
@@ -309,19 +395,25 @@ class DenoisingAE(_MLPAutoEncoder):
         hp = _hparams(locals())
         super().__init__(image_shape, code_dim, hidden, activation, tied, loss, reduction, lr, betas)
         self.hparams = hp
-        _check("corruption", corruption, ("gaussian", "masking"))
+        _check("corruption", corruption, ("gaussian", "masking", "salt_pepper"))
         _check("chain_visible", chain_visible, ("sample", "mean"))
         _check("sample_start", sample_start, ("noise", "data"))
         if not 0 <= mask_fraction < 1 or noise_std < 0:
             raise ValueError(f"need 0 <= mask_fraction < 1 and noise_std >= 0; got {mask_fraction!r}, {noise_std!r}")
+        if not 0 <= salt_pepper_fraction <= 1:
+            raise ValueError(f"need 0 <= salt_pepper_fraction <= 1; got {salt_pepper_fraction!r}")
         register_chain_starts(self, n_chain_starts, self.dim)
 
     def corrupt(self, flat, generator=None):
-        """x~ ~ C(x~ | x): clip(x + noise_std N(0, 1), 0, 1), or x with ``mask_fraction`` of its pixels zeroed."""
+        """x~ ~ C(x~ | x): clip(x + noise_std N(0, 1), 0, 1), x with ``mask_fraction`` of its pixels
+        zeroed, or salt-and-pepper noise on ``salt_pepper_fraction`` of them (the chain in
+        :meth:`sample` uses the same corruption as training)."""
         hp = self.hparams
         if hp["corruption"] == "gaussian":
             noise = torch.randn(flat.shape, device=flat.device, generator=generator)
             return (flat + hp["noise_std"] * noise).clamp(0.0, 1.0)
+        if hp["corruption"] == "salt_pepper":
+            return salt_and_pepper(flat, hp["salt_pepper_fraction"], generator)
         keep = torch.rand(flat.shape, device=flat.device, generator=generator) >= hp["mask_fraction"]
         return flat * keep
 
@@ -370,8 +462,12 @@ class ContractiveAE(_MLPAutoEncoder):
         sample_burn_in: int = 100,
         sample_thin: int = 10,
         n_chain_starts: int = 100,
+        sample_grid: Optional[dict] = None,
     ):
         hp = _hparams(locals())
+        grid = _expand_grid(sample_grid)  # validates it
+        if sample_grid is not None:
+            hp["sample_grid"] = {k: list(v) for k, v in sample_grid.items()}
         super().__init__(image_shape, code_dim, (), "sigmoid", tied, loss, reduction, lr, betas)
         self.hparams = hp
         _check("sample_noise", sample_noise, ("jjt", "j"))
@@ -379,6 +475,10 @@ class ContractiveAE(_MLPAutoEncoder):
         if contraction < 0:
             raise ValueError(f"contraction must be >= 0, got {contraction!r}")
         register_chain_starts(self, n_chain_starts, self.dim)
+        self._grid = grid
+        if self._grid:  # only then: checkpoints of models without a grid keep their keys
+            self.register_buffer("sample_choice", torch.full((), -1, dtype=torch.long))
+            self.register_buffer("sample_choice_ll", torch.full((len(self._grid),), float("nan")))
 
     @property
     def weight(self) -> torch.Tensor:
@@ -400,31 +500,96 @@ class ContractiveAE(_MLPAutoEncoder):
     def penalty(self, flat_in, h):
         return self.hparams["contraction"] * self._frobenius2(h).mean()
 
+    # --- chain settings chosen on validation ---------------------------------------------
+    @property
+    def sample_settings(self) -> list[dict]:
+        """The candidate chain settings of ``sample_grid`` (its product, in a fixed order)."""
+        return [dict(s) for s in self._grid]
+
+    @property
+    def chosen_sample_settings(self) -> Optional[dict]:
+        """The setting recorded by :meth:`choose_on_validation` (None: no grid, or not chosen yet)."""
+        if not self._grid or int(self.sample_choice) < 0:
+            return None
+        return dict(self._grid[int(self.sample_choice)])
+
+    def choose_on_validation(
+        self, valid: torch.Tensor, *, n_samples: int = 10000, seed: int = 0, sigmas=None,
+        redo: bool = False, checkpoint=None, log: Callable[[str], None] = print,
+    ) -> Optional[dict]:
+        """Pick the ``sample_grid`` setting whose samples score best under the Parzen protocol on
+        the VALIDATION images ``valid`` (:func:`choose_chain_settings`) and record it in the
+        buffers ``sample_choice`` / ``sample_choice_ll``. A choice already recorded (e.g. loaded
+        with the checkpoint) is kept unless ``redo``. With ``checkpoint`` (a checkpoint file of
+        this model), the buffers are written into its state dict as well (atomically), so later
+        loads keep the choice. Returns a JSON-able summary (None when there is no grid)."""
+        if not self._grid:
+            return None
+        if int(self.sample_choice) >= 0 and not redo:
+            return self.choice_summary()
+        out = choose_chain_settings(self, valid, self.sample_settings, n_samples=n_samples, seed=seed, sigmas=sigmas, log=log)
+        self.sample_choice.fill_(out["chosen_index"])
+        self.sample_choice_ll.copy_(torch.tensor([r["valid_ll"] for r in out["results"]], dtype=self.sample_choice_ll.dtype))
+        if checkpoint is not None:
+            from .training import atomic_save, load_checkpoint
+
+            ck = load_checkpoint(checkpoint)
+            ck["state_dict"]["sample_choice"] = self.sample_choice.detach().cpu().clone()
+            ck["state_dict"]["sample_choice_ll"] = self.sample_choice_ll.detach().cpu().clone()
+            ck["sample_choice"] = out
+            atomic_save(ck, checkpoint)
+        return out
+
+    def choice_summary(self) -> Optional[dict]:
+        """The recorded choice as a JSON-able dict (None when nothing is recorded)."""
+        chosen = self.chosen_sample_settings
+        if chosen is None:
+            return None
+        lls = [None if math.isnan(v) else float(v) for v in self.sample_choice_ll.tolist()]
+        return {"chosen": chosen, "chosen_index": int(self.sample_choice),
+                "results": [{"setting": s, "valid_ll": v} for s, v in zip(self.sample_settings, lls)]}
+
     @torch.no_grad()
     def sample(
         self, n: int, *, generator: Optional[torch.Generator] = None, burn_in: Optional[int] = None,
         thin: Optional[int] = None, chains: Optional[int] = None, start: Optional[str] = None,
+        step: Optional[float] = None, noise: Optional[str] = None,
     ) -> torch.Tensor:
         """``n`` images ``[n, C, H, W]`` in [0, 1] from the Rifai et al. 2012 process:
         x_{t+1} = g(f(x_t) + eps J J^T n), n ~ N(0, I_code) (``sample_noise="jjt"``), or
         g(f(x_t) + eps J n), n ~ N(0, I_pixels) (``"j"``), with J = J_f(x_t) and eps =
         ``sample_step``; the kept images are the decoder means. A one-layer close kin of the
-        published Stacked CAE row (see the module docstring). Keyword arguments override the
-        ``sample_*`` hyperparameters."""
+        published Stacked CAE row (see the module docstring). With ``sample_grid`` the setting
+        recorded by :meth:`choose_on_validation` replaces the ``sample_*`` hyperparameters it
+        names (RuntimeError before one is recorded); keyword arguments override both."""
         hp = self.hparams
-        eps, w = hp["sample_step"], self.weight
-        wwt = w @ w.T if hp["sample_noise"] == "jjt" else None
+        given = {"step": step, "noise": noise, "burn_in": burn_in, "thin": thin, "chains": chains, "start": start}
+        chosen: dict = {}
+        if self._grid:
+            chosen = self.chosen_sample_settings or {}
+            if not chosen and any(given[k] is None for k in self._grid[0]):
+                raise RuntimeError(
+                    "ContractiveAE: sample_grid is set but no chain setting has been chosen yet; call "
+                    "choose_on_validation(validation images) first (the test split must never choose it)"
+                )
+        pick = lambda key, given, hkey: given if given is not None else chosen.get(key, hp[hkey])  # noqa: E731
+        eps, w = pick("step", step, "sample_step"), self.weight
+        noise_kind = pick("noise", noise, "sample_noise")
+        _check("noise", noise_kind, ("jjt", "j"))
+        burn_in, thin = pick("burn_in", burn_in, "sample_burn_in"), pick("thin", thin, "sample_thin")
+        chains, start = pick("chains", chains, "sample_chains"), pick("start", start, "sample_start")
+        wwt = w @ w.T if noise_kind == "jjt" else None
 
-        def step(state):
+        def transition(state):
             h = torch.sigmoid(state[0] @ w.T + self.encoder[0].bias)
             s = h * (1 - h)  # J = diag(s) W
             if wwt is not None:  # J J^T n = s * (W W^T (s * n))
-                noise = torch.randn(h.shape, device=h.device, generator=generator)
-                dh = s * ((s * noise) @ wwt)
+                z = torch.randn(h.shape, device=h.device, generator=generator)
+                dh = s * ((s * z) @ wwt)
             else:  # J n = s * (W n)
-                noise = torch.randn(h.shape[0], self.dim, device=h.device, generator=generator)
-                dh = s * (noise @ w.T)
+                z = torch.randn(h.shape[0], self.dim, device=h.device, generator=generator)
+                dh = s * (z @ w.T)
             m = torch.sigmoid(self.decode_logits(h + eps * dh))
             return m, m
 
-        return self._chain_samples(n, step, generator=generator, burn_in=burn_in, thin=thin, chains=chains, start=start)
+        return self._chain_samples(n, transition, generator=generator, burn_in=burn_in, thin=thin, chains=chains, start=start)

@@ -225,3 +225,92 @@ def test_checkpoint_round_trip(digits200, tmp_path, name):
     if name in SAMPLERS:
         assert torch.equal(clone.chain_starts, m.chain_starts) and bool(clone.chain_starts_filled)
         assert torch.equal(clone.sample(9, generator=_gen(0), start="data"), m.sample(9, generator=_gen(0), start="data"))
+
+
+# ----------------------------------------------------------------------------- salt-and-pepper DAE (the GSN code's corruption)
+def test_denoising_salt_and_pepper_in_training_and_in_the_chain(digits200):
+    m = _build("denoising_ae", corruption="salt_pepper", chain_visible="mean")
+    assert m.hparams["salt_pepper_fraction"] == 0.4
+    x = torch.full((300, 64), 0.5)
+    noisy = m.corrupt(x, _gen(0))
+    hit = noisy != x
+    assert float(hit.float().mean()) == pytest.approx(0.4, abs=0.015)
+    assert set(noisy[hit].unique().tolist()) == {0.0, 1.0} and float((noisy[hit] == 1).float().mean()) == pytest.approx(0.5, abs=0.03)
+    assert torch.equal(noisy, m.corrupt(x, _gen(0))) and not torch.equal(noisy, m.corrupt(x, _gen(1)))
+    assert float((_build("denoising_ae", corruption="salt_pepper", salt_pepper_fraction=0.1).corrupt(x, _gen(0)) != x).float().mean()) \
+        == pytest.approx(0.1, abs=0.015)
+    _fit(m, digits200, epochs=1)
+    seen = []  # the chain corrupts its states with the training corruption
+    real = m.corrupt
+    m.corrupt = lambda flat, generator=None: seen.append((flat, real(flat, generator))) or seen[-1][1]
+    m.sample(20, generator=_gen(0), burn_in=2, thin=1, chains=10, start="noise")
+    assert len(seen) == 4
+    before, after = torch.cat([a for a, _ in seen[1:]]), torch.cat([b for _, b in seen[1:]])  # states are means in (0, 1)
+    changed = before != after
+    assert float(changed.float().mean()) == pytest.approx(0.4, abs=0.05)
+    assert set(after[changed].unique().tolist()) == {0.0, 1.0}
+    with pytest.raises(ValueError, match="salt_pepper_fraction"):
+        _build("denoising_ae", salt_pepper_fraction=1.5)
+
+
+# ----------------------------------------------------------------------------- CAE chain settings chosen on validation
+GRID = {"step": [0.0, 0.3, 3.0]}
+
+
+def test_cae_grid_expansion_and_errors():
+    m = _build("contractive_ae", sample_grid={"burn_in": [1, 2], "step": [0.1, 1.0]})
+    assert m.sample_settings == [{"step": 0.1, "burn_in": 1}, {"step": 0.1, "burn_in": 2}, {"step": 1.0, "burn_in": 1}, {"step": 1.0, "burn_in": 2}]
+    assert int(m.sample_choice) == -1 and m.sample_choice_ll.shape == (4,) and m.chosen_sample_settings is None
+    assert "sample_choice" not in _build("contractive_ae").state_dict()  # no grid: the checkpoint keys of before
+    for bad, word in (({"eps": [1.0]}, "keys"), ({"step": []}, "non-empty"), ({}, "non-empty"), ({"step": 0.1}, "list")):
+        with pytest.raises(ValueError, match=word):
+            _build("contractive_ae", sample_grid=bad)
+
+
+def test_cae_choice_uses_validation_only_and_is_recorded(digits200, tmp_path, monkeypatch):
+    import evalkit.metrics
+    from evalkit.metrics import parzen_log_likelihood as real_parzen
+
+    m = _fit(_build("contractive_ae", sample_grid=GRID), digits200[:100], epochs=1, run_dir=tmp_path)
+    with pytest.raises(RuntimeError, match="choose_on_validation"):
+        m.sample(5, generator=_gen(0))  # nothing chosen yet: never silently the default step
+    valid, test = torch.rand(60, 1, 8, 8), torch.rand(40, 1, 8, 8)
+    calls = []
+    fake = iter([-5.0, 7.0, 1.0])  # the middle setting scores best on validation
+
+    def spy(samples, x, validation=None, sigmas=None, **kw):
+        calls.append((samples, x, validation))
+        import dataclasses
+
+        return dataclasses.replace(real_parzen(samples, x, validation=validation, sigmas=sigmas, **kw), mean=next(fake))
+
+    monkeypatch.setattr(evalkit.metrics, "parzen_log_likelihood", spy)
+    out = m.choose_on_validation(valid, n_samples=30, seed=3, checkpoint=tmp_path / "epoch_1.pt", log=None)
+    assert len(calls) == 3
+    for samples, x, v in calls:  # sigma on valid[0:30], scored on valid[30:60]; the test images never appear
+        assert samples.shape == (30, 1, 8, 8)
+        assert torch.equal(v.flatten(1), valid[:30].flatten(1)) and torch.equal(x.flatten(1), valid[30:].flatten(1))
+        assert not any(bool((t.flatten() == x.flatten(1)).all(1).any()) for t in test)
+    assert out["chosen"] == {"step": 0.3} and out["chosen_index"] == 1 and out["valid_choose"] == "valid[0:30]"
+    assert [r["valid_ll"] for r in out["results"]] == [-5.0, 7.0, 1.0]
+    assert int(m.sample_choice) == 1 and m.chosen_sample_settings == {"step": 0.3}
+    assert torch.equal(m.sample(12, generator=_gen(0)), m.sample(12, generator=_gen(0), step=0.3))
+    assert not torch.equal(m.sample(12, generator=_gen(0)), m.sample(12, generator=_gen(0), step=3.0))
+    # the checkpoint keeps the choice; a loaded model does not choose again
+    clone = load_evalkit_checkpoint(tmp_path / "epoch_1.pt").model
+    assert int(clone.sample_choice) == 1 and clone.sample_choice_ll.tolist() == [-5.0, 7.0, 1.0]
+    assert clone.choose_on_validation(valid, n_samples=30, log=None)["chosen"] == {"step": 0.3} and len(calls) == 3
+    assert torch.equal(clone.sample(12, generator=_gen(0)), m.sample(12, generator=_gen(0)))
+
+
+def test_cae_choice_end_to_end_on_random_validation(digits200):
+    from reference_models.autoencoders import choose_chain_settings
+
+    m = _fit(_build("contractive_ae", sample_grid={"step": [0.1, 30.0]}), digits200, epochs=2)
+    valid = digits200[100:160]  # images of the same kind the model was not trained on ... (only the first 100 trained)
+    out = choose_chain_settings(m, valid, m.sample_settings, n_samples=40, seed=0)
+    lls = [r["valid_ll"] for r in out["results"]]
+    assert all(math.isfinite(v) for v in lls) and out["chosen_index"] == max(range(2), key=lambda i: lls[i])
+    assert out["valid_score"] == "valid[30:60]"
+    with pytest.raises(ValueError, match="validation"):
+        choose_chain_settings(m, valid[:1], m.sample_settings, n_samples=5)

@@ -89,8 +89,44 @@ class Fine(nn.Module):
         return torch.sigmoid(self.lin(torch.randn(n, 4, generator=generator))).view(n, 1, 8, 8)
 
 
+class SampleRaises(Fine):
+    def sample(self, n, *, generator=None):
+        raise ValueError("sampler exploded")
+
+
+class SampleNone(Fine):
+    def sample(self, n, *, generator=None):
+        return None
+
+
+class SampleEmpty(Fine):
+    def sample(self, n, *, generator=None):
+        return torch.zeros(0, 1, 8, 8)
+
+
+class SampleShort(Fine):
+    def sample(self, n, *, generator=None):
+        return super().sample(max(n - 1, 1), generator=generator)
+
+
 def raises():
     raise RuntimeError("no GPU weights here")
+
+
+def sample_raises():
+    return SampleRaises()
+
+
+def sample_none():
+    return SampleNone()
+
+
+def sample_empty():
+    return SampleEmpty()
+
+
+def sample_short():
+    return SampleShort()
 
 
 def returns_none():
@@ -121,6 +157,16 @@ def broken_pkg(tmp_path, monkeypatch) -> str:
 
 def test_factory_that_raises(broken_pkg):
     clean_failure(cli("eval", "parzen", "--model", "brk.mod:raises", "--dataset", "digits"), "brk.mod:raises", "RuntimeError", "no GPU weights here")
+
+
+@pytest.mark.parametrize(
+    "factory, needle",
+    [("sample_raises", "sampler exploded"), ("sample_none", "sample"), ("sample_empty", "0 samples"), ("sample_short", "expected")],
+)
+def test_sampler_that_fails_or_returns_the_wrong_count(broken_pkg, factory, needle):
+    """A user sample() that raises, returns None, no rows or fewer rows than asked: one clear line, nothing recorded."""
+    r = cli("eval", "parzen", "--model", f"brk.mod:{factory}", "--dataset", "digits", "--n-samples", 50)
+    clean_failure(r, needle)
 
 
 def test_factory_that_returns_none(broken_pkg):
@@ -254,3 +300,57 @@ def test_partial_files_of_a_killed_writer_are_removed(tmp_path):
     fit(_tiny_gan(), torch.rand(20, 1, 8, 8), None, TrainConfig(epochs=1, batch_size=10, progress=False), run, log=said.append)
     assert not dead.exists()
     assert any("no longer runs" in s for s in said), said
+
+
+# --------------------------------------------------------------------------- sampler settings chosen on validation
+CAE_TOML = """
+name = "cae-choice"
+title = "CAE sampler choice"
+metric = "parzen"
+higher_is_better = true
+default_columns = ["digits"]
+[protocol]
+n_samples = 200
+sigma_grid = [-1.0, 0.0, 5]
+valid_split = "valid"
+valid_limit = 0
+test_split = "test"
+train_split = "train"
+sample_seed = 1234
+[[columns]]
+id = "digits"
+label = "digits"
+dataset = "digits"
+[[rows]]
+id = "scae"
+label = "CAE"
+model = "contractive_ae"
+[rows.train]
+epochs = 1
+batch_size = 100
+[rows.model_kwargs]
+code_dim = 16
+sample_chains = 10
+sample_thin = 1
+sample_grid = { step = [0.1, 1.0], burn_in = [5] }
+"""
+
+
+def test_runner_chooses_the_cae_sampler_on_validation_and_keeps_it(tmp_path, dirs):
+    from evalkit.checkpoints import file_sha256
+
+    spec = tmp_path / "cae-choice.toml"
+    spec.write_text(CAE_TOML)
+    r = cli(*run_args(spec, dirs, "--no-report"))
+    assert r.exit_code == 0, r.output
+    rec = ResultStore(dirs["results"]).records("cae-choice")[0]
+    choice = rec["train"]["sample_choice"]
+    assert choice and choice["chosen"]["step"] in (0.1, 1.0) and len(choice["results"]) == 2, choice
+    assert rec["checkpoint"]["sha256"] == file_sha256(rec["checkpoint"]["path"])  # the file holds the choice
+    ck = torch.load(rec["checkpoint"]["path"], weights_only=True)
+    assert int(ck["state_dict"]["sample_choice"]) >= 0
+    # A second run (redo) reuses the trained model and its recorded choice: same value.
+    r = cli(*run_args(spec, dirs, "--no-report", "--redo"))
+    assert r.exit_code == 0, r.output
+    again = ResultStore(dirs["results"]).records("cae-choice")[-1]
+    assert again["train"]["sample_choice"] == choice and again["value"] == rec["value"]
