@@ -277,3 +277,22 @@ def test_budget_note_claims_a_gap_only_where_a_value_was_published(bench):
     notes = build_table(bench, recs).footnotes
     assert any(n.startswith("GAN: trained 7 epochs on cpu:test") and "may explain a gap" in n for n in notes)
     assert "AAE: trained 9 epochs on cpu:test." in notes
+
+
+def test_learning_curve_figure_from_records_at_several_epochs(bench, tmp_path):
+    from evalkit.report import learning_curve_figures
+
+    def at(epochs, value, seed, kwargs=None):
+        rec = R("gan", "c1", value, seed=seed, config=f"e{epochs}-{kwargs}", epochs=epochs)
+        rec["run_config"] = {"model": "gan", "model_kwargs": kwargs or {}, "epochs": epochs, "hash": f"h{epochs}"}
+        return rec
+
+    records = [at(10, 30.0, 0), at(25, 98.0, 0), at(10, 31.0, 1), at(25, 93.0, 1), at(50, -5.0, 0, {"max_col_norm": 1.9})]
+    figs = learning_curve_figures(bench, records, tmp_path)
+    # The newest configuration (the col-norm record) has one training length only: no curve.
+    assert figs == []
+    figs = learning_curve_figures(bench, records[:4], tmp_path)
+    assert [name for _, name in figs] == ["toy-curve-gan-c1.png"]
+    assert (tmp_path / "toy-curve-gan-c1.png").stat().st_size > 1000
+    # One training length per seed: nothing to draw.
+    assert learning_curve_figures(bench, [at(10, 30.0, 0), at(10, 31.0, 1)], tmp_path / "x") == []

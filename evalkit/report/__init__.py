@@ -8,11 +8,11 @@ import numpy as np
 from ..benchmarks import Benchmark
 from ..paths import inside, safe_name
 from ..results import ResultStore
-from .figures import image_grid, save_restoration_panel, save_sample_grid, save_scatter
+from .figures import image_grid, save_learning_curve, save_restoration_panel, save_sample_grid, save_scatter
 from .render import to_latex, to_markdown
 from .tables import Table, build_table
 
-__all__ = ["Table", "build_table", "to_markdown", "to_latex", "write_report", "write_suite_report", "image_grid", "save_sample_grid"]
+__all__ = ["Table", "build_table", "to_markdown", "to_latex", "write_report", "write_suite_report", "image_grid", "save_sample_grid", "learning_curve_figures"]
 
 
 def _figure_name(*parts) -> str:
@@ -79,6 +79,70 @@ def sample_figures(bench: Benchmark, table: Table, records: list[dict], out_dir:
     return figs
 
 
+def _published_number(row, column_id: str):
+    """(value, pm) of a published cell as floats, or None (missing or not a number)."""
+    pub = row.published.get(column_id) if row is not None else None
+    if not pub:
+        return None
+    try:
+        value = float(pub[0])
+    except (TypeError, ValueError):
+        return None
+    try:
+        pm = float(pub[1]) if len(pub) > 1 else None
+    except (TypeError, ValueError):
+        pm = None
+    return value, pm
+
+
+def _without_epochs(cfg: dict) -> str:
+    import json
+
+    return json.dumps({k: v for k, v in (cfg or {}).items() if k not in ("epochs", "hash")}, sort_keys=True, default=str)
+
+
+_CURVE_LABELS = {
+    "parzen": "Parzen log-likelihood (nats)",
+    "clustering": "cluster-assignment error (%)",
+    "semi-supervised": "test error / accuracy",
+    "sample-quality": "value",
+}
+
+
+def learning_curve_figures(bench: Benchmark, records: list[dict], out_dir: Path) -> list[tuple[str, str]]:
+    """One figure per reference-model (row, column) recorded at two or more training lengths
+    under the newest configuration (everything but the number of epochs equal): the value
+    vs epochs, one line per seed, the published value as a dashed line, so a reader sees
+    whether a gap is budget (still rising) or a plateau."""
+    rows = {r.id: r for r in bench.rows}
+    cols = {c.id: (c.reproduced_label or c.label) for c in bench.columns}
+    newest_cfg: dict[tuple, str] = {}
+    for rec in records:
+        if (rec.get("run_config") or {}).get("epochs") is not None:
+            newest_cfg[(rec["row"], rec["column"])] = _without_epochs(rec.get("run_config"))
+    figs = []
+    for (row_id, col_id), cfg in sorted(newest_cfg.items()):
+        curves: dict[int, dict[int, float]] = {}
+        for rec in records:  # newest record per (seed, epochs) under that configuration
+            if (rec["row"], rec["column"]) != (row_id, col_id) or rec.get("value") is None:
+                continue
+            if _without_epochs(rec.get("run_config")) != cfg:
+                continue
+            curves.setdefault(rec["seed"], {})[int(rec["run_config"]["epochs"])] = float(rec["value"])
+        if len({e for c in curves.values() for e in c}) < 2:
+            continue
+        row = rows.get(row_id)
+        label = row.label if row is not None else row_id
+        name = _figure_name(bench.name, "curve", row_id, col_id)
+        title = f"{label} ({cols.get(col_id, col_id)}): value vs training epochs"
+        save_learning_curve(
+            {s: list(c.items()) for s, c in curves.items()}, inside(out_dir, name), title=title,
+            ylabel=_CURVE_LABELS.get(bench.metric, bench.metric), published=_published_number(row, col_id),
+        )
+        figs.append((title, name))
+    return figs
+
+
 def _centre_crop(img: np.ndarray, size: int, like: tuple, align: int = 1) -> np.ndarray:
     """The centre ``size`` x ``size`` crop of a target-sized image ``like`` = (H, W), taken from
     ``img`` [C, h, w], which may be ``like`` reduced by an integer factor (an SR input). The
@@ -134,7 +198,7 @@ def _table_and_figures(bench: Benchmark, store: ResultStore, out_dir: Path, figu
         return table, []
     if bench.metric in ("restoration", "reconstruction"):
         return table, restoration_figures(bench, records, out_dir)
-    return table, sample_figures(bench, table, records, out_dir)
+    return table, sample_figures(bench, table, records, out_dir) + learning_curve_figures(bench, records, out_dir)
 
 
 def write_report(bench: Benchmark, store: ResultStore, out_dir: Path, formats=("md", "tex"), figures: bool = True) -> dict[str, Path]:

@@ -92,3 +92,25 @@ def save_restoration_panel(panels: list[tuple[str, np.ndarray]], path: Path, tit
         fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     return _save(plt, fig, path)
+
+
+def save_learning_curve(curves: dict, path: Path, *, title: str, ylabel: str, published=None, published_label: str = "published") -> Path:
+    """Metric vs training epochs, one line per seed (``curves``: seed -> [(epochs, value), ...]);
+    the published value (and its ±, when given as ``(value, pm)``) as a horizontal line/band."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    for seed, pts in sorted(curves.items()):
+        pts = sorted(pts)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", ms=3, label=f"seed {seed}")
+    if published is not None:
+        value, pm = published
+        ax.axhline(value, color="k", ls="--", lw=1, label=published_label)
+        if pm:
+            ax.axhspan(value - pm, value + pm, color="k", alpha=0.08)
+    ax.set_xlabel("training epochs")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(plt, fig, path, dpi=110)
