@@ -1,10 +1,17 @@
 """The ``evalkit`` command: run, report, list, data, features (and ``eval``, from :mod:`evalkit.cli_eval`)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
 import click
+
+# OpenMP threads spin while they wait for each other; on cores shared with another job that
+# made 2-thread training 2-10x slower (benchmarks/perf/results/training-2026-12-02-summary.md).
+# Passive waiting costs nothing measurable alone and removes that. Set before torch loads;
+# an explicit OMP_WAIT_POLICY in the environment wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .cli_common import NON_NEGATIVE, POSITIVE, check_device
 from .cli_common import friendly_errors as _friendly_errors

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import init_normal_, mlp
+from .training import make_optimizer
 
 POSTERIORS = ("deterministic", "gaussian", "universal")
 
@@ -106,15 +107,15 @@ class AAE(nn.Module):
         if h["optimizer"] == "adam":
             betas = (h["beta1"], 0.999)
             return {
-                "recon": torch.optim.Adam(ae_params, lr=h["lr_recon"], betas=betas),
-                "disc": torch.optim.Adam(self.discriminator.parameters(), lr=h["lr_adv"], betas=betas),
-                "gen": torch.optim.Adam(self.encoder.parameters(), lr=h["lr_adv"], betas=betas),
+                "recon": make_optimizer(torch.optim.Adam, ae_params, lr=h["lr_recon"], betas=betas),
+                "disc": make_optimizer(torch.optim.Adam, self.discriminator.parameters(), lr=h["lr_adv"], betas=betas),
+                "gen": make_optimizer(torch.optim.Adam, self.encoder.parameters(), lr=h["lr_adv"], betas=betas),
             }
         (lr_r, m_r), (lr_a, m_a) = h["sgd_recon"], h["sgd_adv"]
         return {
-            "recon": torch.optim.SGD(ae_params, lr=lr_r, momentum=m_r),
-            "disc": torch.optim.SGD(self.discriminator.parameters(), lr=lr_a, momentum=m_a),
-            "gen": torch.optim.SGD(self.encoder.parameters(), lr=lr_a, momentum=m_a),
+            "recon": make_optimizer(torch.optim.SGD, ae_params, lr=lr_r, momentum=m_r),
+            "disc": make_optimizer(torch.optim.SGD, self.discriminator.parameters(), lr=lr_a, momentum=m_a),
+            "gen": make_optimizer(torch.optim.SGD, self.encoder.parameters(), lr=lr_a, momentum=m_a),
         }
 
     def on_epoch_start(self, epoch: int, optimizers) -> None:

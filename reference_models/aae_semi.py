@@ -70,6 +70,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import LabelledPool, init_normal_, mlp
+from .training import make_optimizer
 
 # optimiser name -> the phase whose learning rate it uses
 PHASE = {"recon": "recon", "disc": "adv", "gen": "adv", "semi": "semi"}
@@ -92,12 +93,11 @@ def make_optimizers(hp: dict, params: dict[str, list]) -> dict[str, torch.optim.
     out = {}
     for name, ps in params.items():
         phase = PHASE[name]
-        fused = all(p.device.type in ("cpu", "cuda") for p in ps)
         if hp["optimizer"] == "adam":
-            out[name] = torch.optim.Adam(ps, lr=hp[f"adam_lr_{phase}"], betas=(hp["adam_beta1"], 0.999), fused=fused)
+            out[name] = make_optimizer(torch.optim.Adam, ps, lr=hp[f"adam_lr_{phase}"], betas=(hp["adam_beta1"], 0.999), fused_default=True)
         else:
             lr, momentum = hp[f"sgd_{phase}"]
-            out[name] = torch.optim.SGD(ps, lr=lr, momentum=momentum, fused=fused)
+            out[name] = make_optimizer(torch.optim.SGD, ps, lr=lr, momentum=momentum, fused_default=True)
     return out
 
 

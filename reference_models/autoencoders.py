@@ -278,7 +278,9 @@ class _MLPAutoEncoder(nn.Module):
 
     def configure_optimizers(self):
         h = self.hparams
-        return {"ae": torch.optim.Adam(self.parameters(), lr=h["lr"], betas=tuple(h["betas"]))}
+        from .training import make_optimizer  # noqa: PLC0415 (FUSED_OPTIMIZERS switch)
+
+        return {"ae": make_optimizer(torch.optim.Adam, self.parameters(), lr=h["lr"], betas=tuple(h["betas"]))}
 
     def train_step(self, x, y=None, *, step: int, epoch: int, optimizers):
         """One Adam step on reconstruction (of the clean x) + penalty. Labels are ignored."""

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import LabelledPool, init_normal_
+from .training import make_optimizer
 
 OPTIMIZERS = ("adam", "sgd")
 
@@ -93,8 +94,8 @@ class MLPClassifier(nn.Module):
     def configure_optimizers(self):
         h = self.hparams
         if h["optimizer"] == "adam":
-            return {"classifier": torch.optim.Adam(self.parameters(), lr=h["adam_lr"], betas=(h["beta1"], 0.999), fused=True)}
-        return {"classifier": torch.optim.SGD(self.parameters(), lr=h["sgd_lr"], momentum=h["momentum"])}
+            return {"classifier": make_optimizer(torch.optim.Adam, self.parameters(), lr=h["adam_lr"], betas=(h["beta1"], 0.999), fused_default=True)}
+        return {"classifier": make_optimizer(torch.optim.SGD, self.parameters(), lr=h["sgd_lr"], momentum=h["momentum"])}
 
     def train_step(self, x, y=None, *, step: int, epoch: int, optimizers):
         if self._pool is None:

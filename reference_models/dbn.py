@@ -56,6 +56,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .autoencoders import draw_chain_starts, fill_chain_starts, markov_chain_samples, register_chain_starts
+from .training import make_optimizer
 
 
 class RBM(nn.Module):
@@ -223,7 +224,8 @@ class DBN(nn.Module):
     def configure_optimizers(self):
         h = self.hparams
         return {
-            f"rbm{l}": torch.optim.SGD(
+            f"rbm{l}": make_optimizer(
+                torch.optim.SGD,
                 [{"params": [rbm.weight], "weight_decay": h["weight_decay"]},
                  {"params": [rbm.visible_bias, rbm.hidden_bias], "weight_decay": 0.0}],
                 lr=h["lr"], momentum=h["momentum"][0],

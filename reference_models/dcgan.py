@@ -68,6 +68,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .improved_gan import MinibatchDiscrimination
+from .training import make_optimizer
 
 NOISES = ("uniform", "gaussian")
 UPDATES = ("alternate", "both")
@@ -257,8 +258,8 @@ class DCGAN(nn.Module):
         h = self.hparams
         kw = dict(lr=h["lr"], betas=(h["beta1"], h["beta2"]), weight_decay=h["weight_decay"])
         return {
-            "discriminator": torch.optim.Adam(self.discriminator.parameters(), **kw),
-            "generator": torch.optim.Adam(self.generator.parameters(), **kw),
+            "discriminator": make_optimizer(torch.optim.Adam, self.discriminator.parameters(), **kw),
+            "generator": make_optimizer(torch.optim.Adam, self.generator.parameters(), **kw),
         }
 
     def train_step(self, x, y=None, *, step: int, epoch: int, optimizers):

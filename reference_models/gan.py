@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import Maxout, init_uniform_, max_col_norm_, mlp, sigmoid_bias_from_marginals
+from .training import make_optimizer
 
 
 class GAN(nn.Module):
@@ -123,11 +124,11 @@ class GAN(nn.Module):
         if h["optimizer"] == "adam":
             betas = (h["adam_beta1"], 0.999)
             return {
-                "generator": torch.optim.Adam(self.generator.parameters(), lr=h["adam_lr"], betas=betas),
-                "discriminator": torch.optim.Adam(d_params, lr=h["adam_lr"], betas=betas),
+                "generator": make_optimizer(torch.optim.Adam, self.generator.parameters(), lr=h["adam_lr"], betas=betas),
+                "discriminator": make_optimizer(torch.optim.Adam, d_params, lr=h["adam_lr"], betas=betas),
             }
-        g = torch.optim.SGD(self.generator.parameters(), lr=h["lr"], momentum=h["init_momentum"])
-        d = torch.optim.SGD(list(self.d_hidden.parameters()) + list(self.d_out.parameters()), lr=h["lr"], momentum=h["init_momentum"])
+        g = make_optimizer(torch.optim.SGD, self.generator.parameters(), lr=h["lr"], momentum=h["init_momentum"])
+        d = make_optimizer(torch.optim.SGD, d_params, lr=h["lr"], momentum=h["init_momentum"])
         return {"generator": g, "discriminator": d}
 
     def momentum_at(self, epoch: int) -> float:

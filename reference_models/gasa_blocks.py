@@ -148,9 +148,9 @@ def psnr(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def adam(params, lr: float, beta1: float) -> torch.optim.Adam:
-    params = list(params)
-    fused = all(p.device.type in ("cpu", "cuda") for p in params)
-    return torch.optim.Adam(params, lr=lr, betas=(beta1, 0.999), fused=fused)
+    from .training import make_optimizer
+
+    return make_optimizer(torch.optim.Adam, params, lr=lr, betas=(beta1, 0.999), fused_default=True)
 
 
 def adversarial_step(disc, real, fake, rec, *, adv_weight: float, d_opt, g_params, g_opts) -> dict:

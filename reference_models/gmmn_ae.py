@@ -77,6 +77,7 @@ from torch import nn
 
 from .aae_semi import constructor_kwargs, optimizer_step
 from .blocks import init_normal_, mlp
+from .training import make_optimizer
 
 
 # ----------------------------------------------------------------------------- MMD
@@ -209,12 +210,12 @@ class GMMNAE(nn.Module):
         if h["optimizer"] == "adam":
             betas = (h["adam_beta1"], 0.999)
             return {
-                "ae": torch.optim.Adam(ae, lr=h["adam_lr_ae"], betas=betas),
-                "gmmn": torch.optim.Adam(self.generator.parameters(), lr=h["adam_lr_mmd"], betas=betas),
+                "ae": make_optimizer(torch.optim.Adam, ae, lr=h["adam_lr_ae"], betas=betas),
+                "gmmn": make_optimizer(torch.optim.Adam, self.generator.parameters(), lr=h["adam_lr_mmd"], betas=betas),
             }
         return {
-            "ae": torch.optim.SGD(ae, lr=h["sgd_ae"][0], momentum=h["sgd_ae"][1]),
-            "gmmn": torch.optim.SGD(self.generator.parameters(), lr=h["sgd_mmd"][0], momentum=h["sgd_mmd"][1]),
+            "ae": make_optimizer(torch.optim.SGD, ae, lr=h["sgd_ae"][0], momentum=h["sgd_ae"][1]),
+            "gmmn": make_optimizer(torch.optim.SGD, self.generator.parameters(), lr=h["sgd_mmd"][0], momentum=h["sgd_mmd"][1]),
         }
 
     def on_fit_start(self, x: torch.Tensor, y=None) -> None:

@@ -66,6 +66,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import LabelledPool
+from .training import make_optimizer
 
 G_LOSSES = ("minimax", "nonsaturating")
 
@@ -298,10 +299,10 @@ class ImprovedGAN(nn.Module):
 
     def configure_optimizers(self):
         h = self.hparams
-        kw = dict(lr=h["lr"], betas=(h["beta1"], 0.999), eps=h["adam_eps"], fused=True)
+        kw = dict(lr=h["lr"], betas=(h["beta1"], 0.999), eps=h["adam_eps"], fused_default=True)
         return {
-            "discriminator": torch.optim.Adam(self.discriminator.parameters(), **kw),
-            "generator": torch.optim.Adam(self.generator.parameters(), **kw),
+            "discriminator": make_optimizer(torch.optim.Adam, self.discriminator.parameters(), **kw),
+            "generator": make_optimizer(torch.optim.Adam, self.generator.parameters(), **kw),
         }
 
     @torch.no_grad()

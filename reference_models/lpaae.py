@@ -75,6 +75,7 @@ from torch import nn
 
 from .aae_semi import constructor_kwargs, draw_normal
 from .blocks import init_normal_, mlp
+from .training import make_optimizer
 
 REC_LOSSES = ("auto", "feature", "pixel")
 
@@ -204,7 +205,7 @@ class LearnedPriorAAE(nn.Module):
     def configure_optimizers(self):
         betas = (self.hparams["beta1"], 0.999)
         nets = ["encoder", "decoder", "d_code"] + (["code_gen", "d_image"] if self.learn_prior else [])
-        return {k: torch.optim.Adam(getattr(self, k).parameters(), lr=self.hparams["lr"], betas=betas) for k in nets}
+        return {k: make_optimizer(torch.optim.Adam, getattr(self, k).parameters(), lr=self.hparams["lr"], betas=betas) for k in nets}
 
     def on_fit_start(self, x, y=None) -> None:
         self._held = None

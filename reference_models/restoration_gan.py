@@ -75,6 +75,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .gasa_blocks import adversarial_step
+from .training import make_optimizer
 
 OUTPUTS = ("residual", "sigmoid")
 BOUNDARIES = ("circular", "reflect")
@@ -298,8 +299,8 @@ class RestorationGAN(nn.Module):
         h = self.hparams
         betas = (h["beta1"], 0.999)
         return {
-            "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=h["lr"], betas=betas, fused=True),
-            "generator": torch.optim.Adam(self.generator.parameters(), lr=h["lr"], betas=betas, fused=True),
+            "discriminator": make_optimizer(torch.optim.Adam, self.discriminator.parameters(), lr=h["lr"], betas=betas, fused_default=True),
+            "generator": make_optimizer(torch.optim.Adam, self.generator.parameters(), lr=h["lr"], betas=betas, fused_default=True),
         }
 
     def train_step(self, x, y=None, *, step: int, epoch: int, optimizers):

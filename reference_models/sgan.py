@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import LabelledPool
+from .training import make_optimizer
 
 G_LOSSES = ("minimax", "nonsaturating")
 
@@ -162,8 +163,8 @@ class SGAN(nn.Module):
         h = self.hparams
         betas = (h["beta1"], 0.999)
         return {
-            "discriminator": torch.optim.Adam(self.discriminator.parameters(), lr=h["lr"], betas=betas, fused=True),
-            "generator": torch.optim.Adam(self.generator.parameters(), lr=h["lr"], betas=betas, fused=True),
+            "discriminator": make_optimizer(torch.optim.Adam, self.discriminator.parameters(), lr=h["lr"], betas=betas, fused_default=True),
+            "generator": make_optimizer(torch.optim.Adam, self.generator.parameters(), lr=h["lr"], betas=betas, fused_default=True),
         }
 
     def generator_loss(self, fake_logits: torch.Tensor) -> torch.Tensor:

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import init_normal_, mlp
+from .training import make_optimizer
 
 ACTIVATIONS = {"softplus": nn.Softplus, "relu": nn.ReLU, "tanh": nn.Tanh}
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -146,7 +147,7 @@ class VAE(nn.Module):
     # --- training ------------------------------------------------------------------
     def configure_optimizers(self):
         h = self.hparams
-        return {"vae": torch.optim.Adam(self.parameters(), lr=h["lr"], betas=tuple(h["betas"]))}
+        return {"vae": make_optimizer(torch.optim.Adam, self.parameters(), lr=h["lr"], betas=tuple(h["betas"]))}
 
     def train_step(self, x, y=None, *, step: int, epoch: int, optimizers):
         """One Adam step on the negative ELBO (one reparameterised sample per example,
