@@ -296,3 +296,17 @@ def test_learning_curve_figure_from_records_at_several_epochs(bench, tmp_path):
     assert (tmp_path / "toy-curve-gan-c1.png").stat().st_size > 1000
     # One training length per seed: nothing to draw.
     assert learning_curve_figures(bench, [at(10, 30.0, 0), at(10, 31.0, 1)], tmp_path / "x") == []
+
+
+def test_records_of_an_earlier_model_or_arguments_are_not_shown(bench):
+    old = R("gan", "c1", 13.2, config="old")
+    old["run_config"] = {"model": "gan", "model_kwargs": {"optimizer": "adam"}}
+    kin = R("aae", "c1", -13.3, config="kin")
+    kin["run_config"] = {"model": "denoising_ae"}
+    current = R("gan", "c2", 2000.0, config="new")
+    current["run_config"] = {"model": "gan", "model_kwargs": {}}
+    md = to_markdown(build_table(bench, [old, kin, current]))
+    gan, aae = _cells(_row_line(md, "GAN")), _cells(_row_line(md, "AAE"))
+    assert "13.2" not in md and "-13.3" not in md
+    assert gan[2].startswith("—") and "2000.0" in gan[4] and aae[2].startswith("—")
+    assert "Not shown: records of an earlier configuration of GAN (c1), AAE (c1)" in md

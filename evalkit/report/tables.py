@@ -89,6 +89,33 @@ class _Notes:
         return self.texts.index(text) + 1
 
 
+def _current_records(bench: Benchmark, records: list[dict]) -> tuple[list[dict], dict[str, set]]:
+    """The records whose model and constructor arguments are still the spec's for their row
+    (a row whose model changed, e.g. a kin replaced by the published model, must not show
+    the old model's numbers under its new footnote), and the (row -> columns) left out."""
+    import json
+
+    rows = {r.id: r for r in bench.rows}
+    datasets = {c.id: c.dataset for c in bench.columns}
+    keep, stale = [], {}
+    for rec in records:
+        row = rows.get(rec["row"])
+        cfg = rec.get("run_config") or {}
+        if row is not None and row.model and not row.user and "model" in cfg and rec["column"] in datasets:
+            same_model = cfg.get("model") == row.model
+            same_kwargs = "model_kwargs" not in cfg or json.dumps(cfg["model_kwargs"], sort_keys=True, default=str) == json.dumps(
+                row.kwargs_for(datasets[rec["column"]]), sort_keys=True, default=str
+            )
+            if not (same_model and same_kwargs):
+                stale.setdefault(rec["row"], set()).add(rec["column"])
+                continue
+        keep.append(rec)
+    for rec in keep:  # a cell that still has current records is not "stale"
+        if rec["row"] in stale:
+            stale[rec["row"]].discard(rec["column"])
+    return keep, {k: v for k, v in stale.items() if v}
+
+
 def build_table(bench: Benchmark, records: list[dict], *, config_filter: Optional[dict] = None) -> Table:
     """Aggregate the newest record per (row, column, seed) into a :class:`Table`.
 
@@ -98,6 +125,7 @@ def build_table(bench: Benchmark, records: list[dict], *, config_filter: Optiona
     newest configuration wins (older ones stay in the store).
     """
     notes = _Notes()
+    records, stale = _current_records(bench, records)
     # newest config per (row, column), then newest record per seed under it
     newest_cfg: dict[tuple, str] = {}
     for r in records:
@@ -128,6 +156,14 @@ def build_table(bench: Benchmark, records: list[dict], *, config_filter: Optiona
     measured_rows = {rid for (rid, _) in per_cell}
     for text in bench.footnotes:  # the spec's table-wide notes come first
         notes.add(text)
+    if stale:
+        labels = {r.id: r.label for r in bench.rows}
+        notes.add(
+            "Not shown: records of an earlier configuration of "
+            + ", ".join(f"{labels.get(rid, rid)} ({', '.join(sorted(cols))})" for rid, cols in sorted(stale.items()))
+            + " (the spec's model or constructor arguments have changed since; those records stay in the result store). "
+            "`evalkit run` re-runs these cells under the current spec."
+        )
     if bench.pm_over == "seeds":
         notes.add(
             "Reproduced values are the mean ± standard deviation over seeds (each seed draws its own labelled "
