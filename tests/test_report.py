@@ -309,4 +309,4 @@ def test_records_of_an_earlier_model_or_arguments_are_not_shown(bench):
     gan, aae = _cells(_row_line(md, "GAN")), _cells(_row_line(md, "AAE"))
     assert "13.2" not in md and "-13.3" not in md
     assert gan[2].startswith("—") and "2000.0" in gan[4] and aae[2].startswith("—")
-    assert "Not shown: records of an earlier configuration of GAN (c1), AAE (c1)" in md
+    assert "Not shown: records of an earlier configuration of AAE (c1), GAN (c1)" in md
