@@ -220,6 +220,85 @@ def choose_chain_settings(
             "valid_choose": f"valid[0:{c}]", "valid_score": f"valid[{c}:{c + s}]", "seed": seed}
 
 
+class ChainChoiceMixin:
+    """Chain settings of a Markov-chain sampler chosen on the validation split.
+
+    A model with a ``sample_grid`` hyperparameter (``{key: [values]}``, keys among
+    :data:`SAMPLE_GRID_KEYS`) calls :meth:`_init_chain_choice` in its constructor; the runner
+    then calls :meth:`choose_on_validation` once per trained model (never with test images),
+    which records the best setting in the buffers ``sample_choice`` / ``sample_choice_ll``
+    (saved with the checkpoint), and :meth:`_chain_setting` gives ``sample()`` the setting to
+    use. Used by :class:`ContractiveAE` and :class:`reference_models.dbn.DBN`."""
+
+    def _init_chain_choice(self, sample_grid: Optional[dict]) -> None:
+        self._grid = _expand_grid(sample_grid)
+        if self._grid:  # only then: checkpoints of models without a grid keep their keys
+            self.register_buffer("sample_choice", torch.full((), -1, dtype=torch.long))
+            self.register_buffer("sample_choice_ll", torch.full((len(self._grid),), float("nan")))
+
+    @property
+    def sample_settings(self) -> list[dict]:
+        """The candidate chain settings of ``sample_grid`` (its product, in a fixed order)."""
+        return [dict(s) for s in self._grid]
+
+    @property
+    def chosen_sample_settings(self) -> Optional[dict]:
+        """The setting recorded by :meth:`choose_on_validation` (None: no grid, or not chosen yet)."""
+        if not self._grid or int(self.sample_choice) < 0:
+            return None
+        return dict(self._grid[int(self.sample_choice)])
+
+    def _chain_setting(self, given: dict, defaults: dict) -> dict:
+        """Per key: the argument given to ``sample()``, else the chosen setting, else the
+        ``sample_*`` hyperparameter. RuntimeError when a grid is set, nothing is chosen yet and
+        a grid key was not given (the test split must never choose it)."""
+        chosen: dict = {}
+        if self._grid:
+            chosen = self.chosen_sample_settings or {}
+            if not chosen and any(given.get(k) is None for k in self._grid[0]):
+                raise RuntimeError(
+                    f"{type(self).__name__}: sample_grid is set but no chain setting has been chosen yet; call "
+                    "choose_on_validation(validation images) first (the test split must never choose it)"
+                )
+        return {k: given[k] if given.get(k) is not None else chosen.get(k, defaults[k]) for k in defaults}
+
+    def choose_on_validation(
+        self, valid: torch.Tensor, *, n_samples: int = 10000, seed: int = 0, sigmas=None,
+        redo: bool = False, checkpoint=None, log: Callable[[str], None] = print,
+    ) -> Optional[dict]:
+        """Pick the ``sample_grid`` setting whose samples score best under the Parzen protocol on
+        the VALIDATION images ``valid`` (:func:`choose_chain_settings`) and record it in the
+        buffers ``sample_choice`` / ``sample_choice_ll``. A choice already recorded (e.g. loaded
+        with the checkpoint) is kept unless ``redo``. With ``checkpoint`` (a checkpoint file of
+        this model), the buffers are written into its state dict as well (atomically), so later
+        loads keep the choice. Returns a JSON-able summary (None when there is no grid)."""
+        if not self._grid:
+            return None
+        if int(self.sample_choice) >= 0 and not redo:
+            return self.choice_summary()
+        out = choose_chain_settings(self, valid, self.sample_settings, n_samples=n_samples, seed=seed, sigmas=sigmas, log=log)
+        self.sample_choice.fill_(out["chosen_index"])
+        self.sample_choice_ll.copy_(torch.tensor([r["valid_ll"] for r in out["results"]], dtype=self.sample_choice_ll.dtype))
+        if checkpoint is not None:
+            from .training import atomic_save, load_checkpoint
+
+            ck = load_checkpoint(checkpoint)
+            ck["state_dict"]["sample_choice"] = self.sample_choice.detach().cpu().clone()
+            ck["state_dict"]["sample_choice_ll"] = self.sample_choice_ll.detach().cpu().clone()
+            ck["sample_choice"] = out
+            atomic_save(ck, checkpoint)
+        return out
+
+    def choice_summary(self) -> Optional[dict]:
+        """The recorded choice as a JSON-able dict (None when nothing is recorded)."""
+        chosen = self.chosen_sample_settings
+        if chosen is None:
+            return None
+        lls = [None if math.isnan(v) else float(v) for v in self.sample_choice_ll.tolist()]
+        return {"chosen": chosen, "chosen_index": int(self.sample_choice),
+                "results": [{"setting": s, "valid_ll": v} for s, v in zip(self.sample_settings, lls)]}
+
+
 # --- the shared autoencoder ------------------------------------------------------------------
 class _MLPAutoEncoder(nn.Module):
     """Encoder ``D -> hidden -> code_dim`` (``activation`` after each layer), mirrored decoder
@@ -443,7 +522,7 @@ class DenoisingAE(_MLPAutoEncoder):
         return self._chain_samples(n, step, generator=generator, burn_in=burn_in, thin=thin, chains=chains, start=start)
 
 
-class ContractiveAE(_MLPAutoEncoder):
+class ContractiveAE(ChainChoiceMixin, _MLPAutoEncoder):
     registry_name = "contractive_ae"
     description = "Contractive autoencoder (one sigmoid layer, closed-form Jacobian penalty) with the Rifai et al. 2012 sampler"
 
@@ -467,7 +546,7 @@ class ContractiveAE(_MLPAutoEncoder):
         sample_grid: Optional[dict] = None,
     ):
         hp = _hparams(locals())
-        grid = _expand_grid(sample_grid)  # validates it
+        _expand_grid(sample_grid)  # validates it
         if sample_grid is not None:
             hp["sample_grid"] = {k: list(v) for k, v in sample_grid.items()}
         super().__init__(image_shape, code_dim, (), "sigmoid", tied, loss, reduction, lr, betas)
@@ -477,10 +556,7 @@ class ContractiveAE(_MLPAutoEncoder):
         if contraction < 0:
             raise ValueError(f"contraction must be >= 0, got {contraction!r}")
         register_chain_starts(self, n_chain_starts, self.dim)
-        self._grid = grid
-        if self._grid:  # only then: checkpoints of models without a grid keep their keys
-            self.register_buffer("sample_choice", torch.full((), -1, dtype=torch.long))
-            self.register_buffer("sample_choice_ll", torch.full((len(self._grid),), float("nan")))
+        self._init_chain_choice(sample_grid)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -502,55 +578,6 @@ class ContractiveAE(_MLPAutoEncoder):
     def penalty(self, flat_in, h):
         return self.hparams["contraction"] * self._frobenius2(h).mean()
 
-    # --- chain settings chosen on validation ---------------------------------------------
-    @property
-    def sample_settings(self) -> list[dict]:
-        """The candidate chain settings of ``sample_grid`` (its product, in a fixed order)."""
-        return [dict(s) for s in self._grid]
-
-    @property
-    def chosen_sample_settings(self) -> Optional[dict]:
-        """The setting recorded by :meth:`choose_on_validation` (None: no grid, or not chosen yet)."""
-        if not self._grid or int(self.sample_choice) < 0:
-            return None
-        return dict(self._grid[int(self.sample_choice)])
-
-    def choose_on_validation(
-        self, valid: torch.Tensor, *, n_samples: int = 10000, seed: int = 0, sigmas=None,
-        redo: bool = False, checkpoint=None, log: Callable[[str], None] = print,
-    ) -> Optional[dict]:
-        """Pick the ``sample_grid`` setting whose samples score best under the Parzen protocol on
-        the VALIDATION images ``valid`` (:func:`choose_chain_settings`) and record it in the
-        buffers ``sample_choice`` / ``sample_choice_ll``. A choice already recorded (e.g. loaded
-        with the checkpoint) is kept unless ``redo``. With ``checkpoint`` (a checkpoint file of
-        this model), the buffers are written into its state dict as well (atomically), so later
-        loads keep the choice. Returns a JSON-able summary (None when there is no grid)."""
-        if not self._grid:
-            return None
-        if int(self.sample_choice) >= 0 and not redo:
-            return self.choice_summary()
-        out = choose_chain_settings(self, valid, self.sample_settings, n_samples=n_samples, seed=seed, sigmas=sigmas, log=log)
-        self.sample_choice.fill_(out["chosen_index"])
-        self.sample_choice_ll.copy_(torch.tensor([r["valid_ll"] for r in out["results"]], dtype=self.sample_choice_ll.dtype))
-        if checkpoint is not None:
-            from .training import atomic_save, load_checkpoint
-
-            ck = load_checkpoint(checkpoint)
-            ck["state_dict"]["sample_choice"] = self.sample_choice.detach().cpu().clone()
-            ck["state_dict"]["sample_choice_ll"] = self.sample_choice_ll.detach().cpu().clone()
-            ck["sample_choice"] = out
-            atomic_save(ck, checkpoint)
-        return out
-
-    def choice_summary(self) -> Optional[dict]:
-        """The recorded choice as a JSON-able dict (None when nothing is recorded)."""
-        chosen = self.chosen_sample_settings
-        if chosen is None:
-            return None
-        lls = [None if math.isnan(v) else float(v) for v in self.sample_choice_ll.tolist()]
-        return {"chosen": chosen, "chosen_index": int(self.sample_choice),
-                "results": [{"setting": s, "valid_ll": v} for s, v in zip(self.sample_settings, lls)]}
-
     @torch.no_grad()
     def sample(
         self, n: int, *, generator: Optional[torch.Generator] = None, burn_in: Optional[int] = None,
@@ -566,20 +593,11 @@ class ContractiveAE(_MLPAutoEncoder):
         names (RuntimeError before one is recorded); keyword arguments override both."""
         hp = self.hparams
         given = {"step": step, "noise": noise, "burn_in": burn_in, "thin": thin, "chains": chains, "start": start}
-        chosen: dict = {}
-        if self._grid:
-            chosen = self.chosen_sample_settings or {}
-            if not chosen and any(given[k] is None for k in self._grid[0]):
-                raise RuntimeError(
-                    "ContractiveAE: sample_grid is set but no chain setting has been chosen yet; call "
-                    "choose_on_validation(validation images) first (the test split must never choose it)"
-                )
-        pick = lambda key, given, hkey: given if given is not None else chosen.get(key, hp[hkey])  # noqa: E731
-        eps, w = pick("step", step, "sample_step"), self.weight
-        noise_kind = pick("noise", noise, "sample_noise")
+        st = self._chain_setting(given, {k: hp[f"sample_{k}"] for k in given})
+        eps, w = st["step"], self.weight
+        noise_kind = st["noise"]
         _check("noise", noise_kind, ("jjt", "j"))
-        burn_in, thin = pick("burn_in", burn_in, "sample_burn_in"), pick("thin", thin, "sample_thin")
-        chains, start = pick("chains", chains, "sample_chains"), pick("start", start, "sample_start")
+        burn_in, thin, chains, start = st["burn_in"], st["thin"], st["chains"], st["start"]
         wwt = w @ w.T if noise_kind == "jjt" else None
 
         def transition(state):

@@ -214,3 +214,37 @@ def test_checkpoint_round_trip(digits200, tmp_path, method):
     assert torch.equal(clone.sample(8, generator=_gen(0), start="data"), m.sample(8, generator=_gen(0), start="data"))
     if method == "pcd":
         assert torch.equal(clone.pcd_visible0, m.pcd_visible0) and clone.pcd_started.tolist() == [True, True, False]
+
+
+def test_dbn_chain_settings_chosen_on_validation_only(digits_train):
+    """sample_grid: sample() refuses before a choice; the choice sees only the images passed as
+    validation, is recorded in buffers (so the checkpoint keeps it) and then drives sample()."""
+    import pytest
+
+    from reference_models.dbn import DBN
+    from reference_models.training import TrainConfig, fit
+
+    torch.manual_seed(0)
+    m = DBN(image_shape=[1, 8, 8], hidden=[16, 8], epochs_per_layer=1, sample_chains=5, sample_thin=1,
+            sample_grid={"start": ["random", "data"], "burn_in": [2, 5]})
+    fit(m, digits_train[:100], None, TrainConfig(epochs=2, batch_size=20, progress=False))
+    with pytest.raises(RuntimeError, match="choose_on_validation"):
+        m.sample(10, generator=torch.Generator().manual_seed(0))
+    valid = digits_train[100:160]
+    out = m.choose_on_validation(valid, n_samples=50, seed=0, log=lambda s: None)
+    assert out["valid_choose"] == "valid[0:30]" and out["valid_score"] == "valid[30:60]"
+    assert len(out["results"]) == 4 and int(m.sample_choice) == out["chosen_index"]
+    assert m.chosen_sample_settings == out["chosen"]
+    s = m.sample(10, generator=torch.Generator().manual_seed(0))
+    assert s.shape == (10, 1, 8, 8) and 0 <= float(s.min()) and float(s.max()) <= 1
+    state = m.state_dict()
+    assert "sample_choice" in state and "sample_choice_ll" in state
+    with pytest.raises(ValueError, match="may vary"):
+        DBN(image_shape=[1, 8, 8], hidden=[4], sample_grid={"step": [0.1]})
+
+
+def test_dbn_without_grid_keeps_its_arguments_and_keys():
+    from reference_models.dbn import DBN
+
+    m = DBN(image_shape=[1, 8, 8], hidden=[4])
+    assert "sample_grid" not in m.hparams and "sample_choice" not in m.state_dict()
