@@ -145,16 +145,27 @@ def train_or_reuse(
         log(f"[{row.id}/{dataset}/seed {seed}] training {row.model} for {epochs} epochs -> {rdir}")
         y = np.asarray(train_set.labels) if labels is None else labels
         t0 = time.perf_counter()
-        fit(
-            model,
-            train_set.tensor(),
-            torch.as_tensor(np.array(y, dtype=np.int64)),
-            cfg,
-            rdir,
-            extra={"dataset": {"name": dataset, "split": split, "fingerprint": train_set.fingerprint, "labels": label_key}},
-        )
+        try:
+            _fit_cell(model, train_set, y, cfg, rdir, dataset, split, label_key)
+        except FloatingPointError as e:
+            raise EvalkitError(
+                f"[{row.id}/{dataset}/seed {seed}] {e}. Nothing was recorded for this cell; the last saved epoch is kept "
+                f"in {rdir}. A smaller learning rate or another recipe is needed (or a different seed)."
+            ) from None
         loaded = load_evalkit_checkpoint(target, pick_device(device))
         return Trained(loaded, target, epochs, True, time.perf_counter() - t0)
+
+
+def _fit_cell(model, train_set, y, cfg, rdir, dataset, split, label_key) -> None:
+    """``fit`` on the training split, the data set's name and fingerprint stored in every checkpoint."""
+    fit(
+        model,
+        train_set.tensor(),
+        torch.as_tensor(np.array(y, dtype=np.int64)),
+        cfg,
+        rdir,
+        extra={"dataset": {"name": dataset, "split": split, "fingerprint": train_set.fingerprint, "labels": label_key}},
+    )
 
 
 @dataclass

@@ -155,6 +155,18 @@ def device_description(device: torch.device) -> str:
     return f"cpu:{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
 
 
+_COMMIT_AT_IMPORT: list = []
+
+
+def code_commit() -> Optional[str]:
+    """The commit of the code this process imported: :func:`git_commit` taken once, the first
+    time it is asked (at import of this module), so a record written after the checkout moved
+    on still names the code that produced it."""
+    if not _COMMIT_AT_IMPORT:
+        _COMMIT_AT_IMPORT.append(git_commit())
+    return _COMMIT_AT_IMPORT[0]
+
+
 def provenance(device: torch.device, seed: int) -> dict:
     """Who/what/where for a checkpoint or a result."""
     try:
@@ -165,7 +177,7 @@ def provenance(device: torch.device, seed: int) -> dict:
         ek = None
     return {
         "evalkit_version": ek,
-        "git_commit": git_commit(),
+        "git_commit": code_commit(),
         "torch": str(torch.__version__),
         "python": platform.python_version(),
         "device": device_description(device),
@@ -469,6 +481,9 @@ def fit(
     model.eval()
     model.train_state_ = state
     return model
+
+
+code_commit()  # taken at import: the code in memory is the code of this commit
 
 
 def describe_history(history: list) -> str:

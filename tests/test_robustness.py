@@ -354,3 +354,24 @@ def test_runner_chooses_the_cae_sampler_on_validation_and_keeps_it(tmp_path, dir
     assert r.exit_code == 0, r.output
     again = ResultStore(dirs["results"]).records("cae-choice")[-1]
     assert again["train"]["sample_choice"] == choice and again["value"] == rec["value"]
+
+
+def test_diverged_training_is_one_clear_error(tiny_toml, dirs, monkeypatch):
+    import evalkit.runner as runner
+
+    def diverge(*a, **k):
+        raise FloatingPointError("training diverged at epoch 3: losses {'d_loss': nan}")
+
+    monkeypatch.setattr(runner, "fit", diverge)
+    r = cli(*run_args(tiny_toml, dirs, "--epochs", 1, "--rows", "gan"))
+    clean_failure(r, "training diverged at epoch 3", "Nothing was recorded")
+    assert ResultStore(dirs["results"]).records("tiny") == []
+
+
+def test_records_name_the_commit_of_the_code_in_memory(monkeypatch):
+    """provenance() names the commit taken when the code was imported, not a later checkout's."""
+    import reference_models.training as tr
+
+    first = tr.code_commit()
+    monkeypatch.setattr(tr, "git_commit", lambda path=None: "0000000+moved-on")
+    assert tr.provenance(torch.device("cpu"), 0)["git_commit"] == first
