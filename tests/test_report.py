@@ -310,3 +310,16 @@ def test_records_of_an_earlier_model_or_arguments_are_not_shown(bench):
     assert "13.2" not in md and "-13.3" not in md
     assert gan[2].startswith("—") and "2000.0" in gan[4] and aae[2].startswith("—")
     assert "Not shown: records of an earlier configuration of AAE (c1), GAN (c1)" in md
+
+
+def test_a_figure_whose_preview_is_gone_is_kept_only_if_written_after_its_record(bench, tmp_path):
+    from evalkit.report import sample_figures
+
+    rec = R("gan", "c1", 1.0)
+    rec["samples_preview"] = str(tmp_path / "gone.npy")  # previews of data-set labels are local only
+    table = build_table(bench, [rec])
+    (tmp_path / "toy-samples-gan-c1.png").write_bytes(b"png")
+    figs = sample_figures(bench, table, [rec], tmp_path)  # the file is newer than the 2025 record
+    assert [n for _, n in figs] == ["toy-samples-gan-c1.png"]
+    rec["provenance"]["date"] = "2999-01-01T00:00:00+00:00"  # a record newer than the figure: not shown
+    assert sample_figures(bench, table, [rec], tmp_path) == []

@@ -33,6 +33,34 @@ def _caption_run(rec: dict) -> str:
     return ", ".join(bits)
 
 
+def _kept(out_dir: Path, name: str, rec: dict) -> bool:
+    """A figure drawn earlier from a preview that is no longer on this machine (previews that
+    hold data-set labels are kept locally only): still shown when its file exists and was
+    written after the record it shows."""
+    import datetime as dt
+
+    path = Path(out_dir) / name
+    if not path.exists():
+        return False
+    try:
+        made = dt.datetime.fromisoformat(str((rec.get("provenance") or {}).get("date")))
+    except ValueError:
+        return False
+    return dt.datetime.fromtimestamp(path.stat().st_mtime, dt.timezone.utc) >= made or _committed(path)
+
+
+def _committed(path: Path) -> bool:
+    """True when ``path`` is tracked by git unchanged (a fresh clone's file times say nothing)."""
+    import subprocess
+
+    try:
+        r = subprocess.run(["git", "ls-files", "--error-unmatch", path.name], cwd=path.parent, capture_output=True, timeout=5)
+        d = subprocess.run(["git", "diff", "--quiet", "--", path.name], cwd=path.parent, capture_output=True, timeout=5)
+        return r.returncode == 0 and d.returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
 def sample_figures(bench: Benchmark, table: Table, records: list[dict], out_dir: Path) -> list[tuple[str, str]]:
     """Figures from the previews the runner saved beside the store, for the newest records:
     one sample grid per row (and per column for likelihood tables, where samples are the
@@ -51,22 +79,30 @@ def sample_figures(bench: Benchmark, table: Table, records: list[dict], out_dir:
         run = _caption_run(rec)
         prev = rec.get("samples_preview")
         key = ("samples", rec["row"], rec["column"] if per_column_samples else None)
-        if prev and Path(prev).exists() and key not in seen:
-            images = np.load(prev)
+        if prev and key not in seen:
             name = _figure_name(bench.name, "samples", rec["row"], *([rec["column"]] if per_column_samples else []))
-            title = f"{lab[0]} ({lab[1]}): first {len(images)} samples ({run})"
-            save_sample_grid(images, inside(out_dir, name), title=title)
-            figs.append((title, name))
-            seen.add(key)
+            if Path(prev).exists():
+                images = np.load(prev)
+                title = f"{lab[0]} ({lab[1]}): first {len(images)} samples ({run})"
+                save_sample_grid(images, inside(out_dir, name), title=title)
+                figs.append((title, name))
+                seen.add(key)
+            elif _kept(out_dir, name, rec):
+                figs.append((f"{lab[0]} ({lab[1]}): samples ({run})", name))
+                seen.add(key)
         prev = rec.get("embedding_preview")
         key = ("embed", rec["row"], rec["column"])
-        if prev and Path(prev).exists() and key not in seen:
-            z = np.load(prev)
+        if prev and key not in seen:
             name = _figure_name(bench.name, "embedding", rec["row"], rec["column"])
-            title = f"{lab[0]} ({lab[1]}): 2-D codes of {len(z['labels'])} test images, coloured by true class ({run})"
-            save_scatter(z["points"], z["labels"], inside(out_dir, name), title=title)
-            figs.append((title, name))
-            seen.add(key)
+            if Path(prev).exists():
+                z = np.load(prev)
+                title = f"{lab[0]} ({lab[1]}): 2-D codes of {len(z['labels'])} test images, coloured by true class ({run})"
+                save_scatter(z["points"], z["labels"], inside(out_dir, name), title=title)
+                figs.append((title, name))
+                seen.add(key)
+            elif _kept(out_dir, name, rec):
+                figs.append((f"{lab[0]} ({lab[1]}): 2-D codes of test images, coloured by true class ({run})", name))
+                seen.add(key)
         prev = rec.get("style_preview")
         key = ("style", rec["row"])
         if prev and Path(prev).exists() and key not in seen:
