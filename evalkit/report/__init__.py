@@ -232,6 +232,9 @@ def _table_and_figures(bench: Benchmark, store: ResultStore, out_dir: Path, figu
     table = build_table(bench, records)
     if not figures:
         return table, []
+    from .tables import _current_records
+
+    records = _current_records(bench, records)[0]  # figures show what the table shows
     if bench.metric in ("restoration", "reconstruction"):
         return table, restoration_figures(bench, records, out_dir)
     return table, sample_figures(bench, table, records, out_dir) + learning_curve_figures(bench, records, out_dir)
