@@ -84,7 +84,7 @@ def test_load_model_checkpoint_file_as_spec(gan_ckpt):
 
 def test_mismatched_state_dict_names_key_and_shapes(gan_ckpt, tmp_path):
     path, _ = gan_ckpt
-    ck = torch.load(path, weights_only=False)
+    ck = torch.load(path, weights_only=True)
     ck["state_dict"]["d_out.weight"] = torch.zeros(1, 9)
     del ck["state_dict"]["generator.0.bias"]
     ck["state_dict"]["extra.weight"] = torch.zeros(2)

@@ -217,7 +217,7 @@ def test_denoising_chain_mean_mode_and_contractive_noise_modes(digits200):
 @pytest.mark.parametrize("name", ["sparse_ae", *SAMPLERS])
 def test_checkpoint_round_trip(digits200, tmp_path, name):
     m = _fit(_build(name), digits200[:100], epochs=1, run_dir=tmp_path)
-    ck = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=False)
+    ck = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)
     assert ck["model_name"] == name and ck["model_kwargs"] == m.hparams
     clone = load_evalkit_checkpoint(tmp_path / "last.pt").model  # strict: every key and shape must fit
     x = digits200[:5]

@@ -96,7 +96,7 @@ def test_greedy_training_touches_only_the_active_layer(digits200, tmp_path):
     fit(m, digits200, None, _cfg(1), run_dir=tmp_path)
     after1 = [_rbm_state(m, l) for l in range(3)]
     assert not _same(init[0], after1[0]) and _same(init[1], after1[1]) and _same(init[2], after1[2])
-    ck = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=False)
+    ck = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)
     assert ck["optimizers"]["rbm0"]["state"] and not ck["optimizers"]["rbm1"]["state"]  # only rbm0 stepped
 
     m2 = fit(_build(), digits200, None, _cfg(2), run_dir=tmp_path)  # resumes at epoch 1: layer 1's epoch
@@ -206,7 +206,7 @@ def test_single_layer_dbn_samples_from_its_rbm(digits200):
 @pytest.mark.parametrize("method", ["cd", "pcd"])
 def test_checkpoint_round_trip(digits200, tmp_path, method):
     m = fit(_build(method=method), digits200[:100], None, _cfg(2), run_dir=tmp_path)
-    ck = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=False)
+    ck = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)
     assert ck["model_name"] == "dbn" and ck["model_kwargs"] == m.hparams
     clone = load_evalkit_checkpoint(tmp_path / "last.pt").model  # strict: every key and shape must fit
     x = digits200[:5]

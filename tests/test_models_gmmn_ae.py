@@ -203,7 +203,7 @@ def test_resumed_run_equals_uninterrupted_run(digits200, tmp_path):
 
 def test_checkpoint_round_trip(digits200, tmp_path):
     m = _fit(_build(ae_epochs=1), digits200[:100], epochs=2, run_dir=tmp_path)
-    ck = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=False)
+    ck = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)
     assert ck["model_name"] == "gmmn_ae" and ck["model_kwargs"] == m.hparams and set(ck["optimizers"]) == {"ae", "gmmn"}
     clone = GMMNAE(**ck["model_kwargs"])
     clone.load_state_dict(ck["state_dict"])

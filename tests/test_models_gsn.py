@@ -178,7 +178,7 @@ def test_sample_chain(digits200):
 
 def test_checkpoint_round_trip(digits200, tmp_path):
     m = _fit(_tiny(), digits200[:100], run_dir=tmp_path)
-    ck = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=False)
+    ck = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)
     assert ck["model_name"] == "gsn" and ck["model_kwargs"] == m.hparams
     assert "velocity" in next(iter(ck["optimizers"]["gsn"]["state"].values()))
     clone = load_model("gsn", str(tmp_path / "last.pt")).model  # strict: every key and shape must fit

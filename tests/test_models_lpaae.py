@@ -170,7 +170,7 @@ def test_resumed_run_equals_uninterrupted_run(digits200, tmp_path):
 
 def test_checkpoint_round_trip(digits200, tmp_path):
     m = _fit(_build(), digits200[:100], epochs=1, run_dir=tmp_path)
-    ck = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=False)
+    ck = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)
     assert ck["model_name"] == "lpaae" and ck["model_kwargs"] == m.hparams
     assert set(ck["optimizers"]) == set(NETS)
     clone = LearnedPriorAAE(**ck["model_kwargs"])

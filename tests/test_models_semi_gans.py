@@ -326,7 +326,7 @@ def test_improved_gan_checkpoint_roundtrip(digits_labelled, tmp_path):
     torch.manual_seed(0)
     m = reference_models.build("improved_gan", **IGAN_TINY, **MD_TINY)
     fit(m, x, y, TrainConfig(epochs=1, batch_size=20, seed=0, progress=False), run_dir=tmp_path)
-    ck = torch.load(tmp_path / "last.pt", weights_only=False)
+    ck = torch.load(tmp_path / "last.pt", weights_only=True)
     clone = reference_models.build(ck["model_name"], **ck["model_kwargs"])
     clone.load_state_dict(ck["state_dict"])
     assert torch.equal(clone.predict_logits(x[:30]), m.predict_logits(x[:30]))

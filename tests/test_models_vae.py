@@ -145,7 +145,7 @@ def test_labels_are_ignored(digits200):
 def test_checkpoint_round_trip(digits200, tmp_path):
     m = fit(reference_models.build("vae", **VAE_TINY), digits200[:100], None,
             TrainConfig(epochs=1, batch_size=20, progress=False), run_dir=tmp_path)
-    ck = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=False)
+    ck = torch.load(tmp_path / "last.pt", map_location="cpu", weights_only=True)
     assert ck["model_name"] == "vae" and ck["model_kwargs"] == m.hparams
     clone = VAE(**ck["model_kwargs"])
     clone.load_state_dict(ck["state_dict"])

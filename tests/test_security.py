@@ -88,11 +88,11 @@ def test_registered_checkpoint_still_loads(tmp_path):
     assert type(loaded.model).__name__ == "GAN" and loaded.info["epoch"] == 1
 
 
-def test_no_torch_load_without_weights_only_in_the_package():
-    """Every torch.load in evalkit / reference_models reads weights only."""
+def test_no_torch_load_without_weights_only_in_the_repository():
+    """Every torch.load in the repository (package, benchmarks and tests) reads weights only."""
     root = Path(__file__).resolve().parents[1]
     offenders = []
-    for pkg in ("evalkit", "reference_models"):
+    for pkg in ("evalkit", "reference_models", "benchmarks", "tests"):
         for p in (root / pkg).rglob("*.py"):
             for i, line in enumerate(p.read_text().splitlines(), 1):
                 if "torch.load(" in line and "weights_only=True" not in line:

@@ -27,7 +27,7 @@ def _cfg(epochs, seed=3, **kw):
 
 
 def _load(path):
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _assert_same_state(a: torch.nn.Module, b: torch.nn.Module):
