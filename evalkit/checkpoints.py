@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
-from torch.torch_version import TorchVersion
 
 from .errors import EvalkitError
 
@@ -158,9 +157,9 @@ def read_checkpoint_file(path: Path) -> Any:
     if not path.is_file():
         raise EvalkitError(f"checkpoint {path} is not a file")
     try:
-        # TorchVersion is a str subclass that checkpoints written before 2026-12 carry in their provenance.
-        with torch.serialization.safe_globals([TorchVersion]):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        from reference_models.training import load_checkpoint
+
+        return load_checkpoint(path)
     except pickle.UnpicklingError as e:
         why = next((ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln or "GLOBAL" in ln), None)
         if why is None:  # not a pickle that asks for code: a damaged or foreign file
@@ -173,9 +172,6 @@ def read_checkpoint_file(path: Path) -> Any:
         ) from None
     except Exception as e:
         raise EvalkitError(f"cannot read checkpoint {path}: {str(e).splitlines()[0][:300]}. Is it a complete file written by torch.save?") from None
-
-
-_read_checkpoint = read_checkpoint_file
 
 
 def resolve_checkpoint_class(ck: dict, path: Path):
@@ -203,10 +199,11 @@ def resolve_checkpoint_class(ck: dict, path: Path):
     )
 
 
-def load_evalkit_checkpoint(path: Path, device: Optional[torch.device] = None) -> LoadedModel:
-    """Rebuild the model an evalkit checkpoint describes (class + constructor arguments) and load its weights."""
+def load_evalkit_checkpoint(path: Path, device: Optional[torch.device] = None, *, checkpoint: Optional[dict] = None) -> LoadedModel:
+    """Rebuild the model an evalkit checkpoint describes (class + constructor arguments) and load its weights.
+    ``checkpoint``: the file's contents when the caller has already read it (it is not read again)."""
     path = Path(path)
-    ck = _read_checkpoint(path)
+    ck = read_checkpoint_file(path) if checkpoint is None else checkpoint
     if not (isinstance(ck, dict) and "state_dict" in ck and "class" in ck):
         raise EvalkitError(f"{path} is not an evalkit checkpoint (no 'class'/'state_dict'); pass --model to say which model it belongs to")
     cls = resolve_checkpoint_class(ck, path)
@@ -262,7 +259,7 @@ def load_model(spec: str, checkpoint: Optional[str] = None, device: Optional[tor
         except (RuntimeError, ValueError):
             return load_evalkit_checkpoint(spec_path, device)
 
-    ck = _read_checkpoint(ck_path) if ck_path else None
+    ck = read_checkpoint_file(ck_path) if ck_path else None
     stored_kwargs = ck.get("model_kwargs", {}) if isinstance(ck, dict) and "state_dict" in ck else {}
     if not isinstance(stored_kwargs, dict):
         raise EvalkitError(f"{ck_path}: 'model_kwargs' must be a dict of constructor arguments, got {type(stored_kwargs).__name__}")

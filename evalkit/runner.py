@@ -122,13 +122,16 @@ def train_or_reuse(
             model = reference_models.build(row.model, **kwargs)
         except (TypeError, ValueError) as e:
             raise EvalkitError(f"row {row.id!r}: model {row.model!r} rejected its arguments {sorted(kwargs)}: {e}") from None
+        target_ck = None
         if target.exists():  # reuse only a checkpoint of this very model and configuration (defaults included)
             try:
-                why = checkpoint_mismatch(load_checkpoint(target), model)
+                target_ck = load_checkpoint(target)
+                why = checkpoint_mismatch(target_ck, model)
             except Exception as e:
                 why = f"it cannot be read ({type(e).__name__})"
             if why:
                 quarantine(target, f"not reusable for row {row.id!r}: {why}", log)
+                target_ck = None
         if not target.exists():
             last = rdir / "last.pt"
             if last.exists() and latest_resumable(rdir, epochs) == last:
@@ -137,8 +140,9 @@ def train_or_reuse(
                     import shutil
 
                     shutil.copyfile(last, target)
+                    target_ck = ck
         if target.exists():
-            loaded = load_evalkit_checkpoint(target, pick_device(device))
+            loaded = load_evalkit_checkpoint(target, pick_device(device), checkpoint=target_ck)
             log(f"[{row.id}/{dataset}/seed {seed}] reusing {target}")
             return Trained(loaded, target, epochs, False, float(loaded.info["provenance"].get("wall_time_s", 0.0)))
         cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=device, snapshot_every=snapshot_every, progress=progress)

@@ -76,7 +76,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import mlp
+from .blocks import evaluating, mlp
 
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 LOSSES = ("bce", "mse")
@@ -394,17 +394,13 @@ class _MLPAutoEncoder(nn.Module):
                 x0 = torch.rand(k, self.dim, device=device, generator=generator)
             return x0, x0
 
-        was_training = self.training
-        self.eval()
-        try:
+        with evaluating(self):
             out = markov_chain_samples(
                 n, init, step, lambda s: s[1],
                 chains=h["sample_chains"] if chains is None else chains,
                 burn_in=h["sample_burn_in"] if burn_in is None else burn_in,
                 thin=h["sample_thin"] if thin is None else thin,
             )
-        finally:
-            self.train(was_training)
         return out.view(n, *self.image_shape)
 
 

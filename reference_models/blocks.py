@@ -1,6 +1,7 @@
 """Small building blocks shared by the reference models."""
 from __future__ import annotations
 
+import contextlib
 from typing import Optional, Sequence
 
 import torch
@@ -21,6 +22,17 @@ class Maxout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.linear(x)
         return z.view(z.shape[0], self.units, self.pieces).amax(dim=2)
+
+
+@contextlib.contextmanager
+def evaluating(module: nn.Module):
+    """Run ``module`` in eval mode inside the block, then restore its mode."""
+    was = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was)
 
 
 def mlp(sizes: Sequence[int], *, activation=nn.ReLU, final_activation: nn.Module | None = None) -> nn.Sequential:

@@ -62,6 +62,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .autoencoders import ChainChoiceMixin, _expand_grid, draw_chain_starts, fill_chain_starts, markov_chain_samples, register_chain_starts
+from .blocks import evaluating
 from .training import make_optimizer
 
 
@@ -228,15 +229,8 @@ class DBN(ChainChoiceMixin, nn.Module):
         def emit(state):
             return self.down(state[1], from_layer=self.n_layers - 1, generator=generator, stochastic=hp["down_pass"] == "sample")
 
-        was_training = self.training
-        self.eval()
-        try:
-            return markov_chain_samples(
-                n, init, step, emit,
-                chains=chains, burn_in=burn_in, thin=thin,
-            )
-        finally:
-            self.train(was_training)
+        with evaluating(self):
+            return markov_chain_samples(n, init, step, emit, chains=chains, burn_in=burn_in, thin=thin)
 
     # --- training --------------------------------------------------------------------------
     def configure_optimizers(self):

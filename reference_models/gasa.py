@@ -112,13 +112,13 @@ import torch
 from torch import nn
 
 from .aae_semi import constructor_kwargs
+from .blocks import evaluating
 from .gasa_blocks import (  # make_pairs is re-exported: the paired-data convention belongs to these models
     KERNELS,
     LOSSES,
     ConvDecoder,
     ConvEncoder,
     Discriminator,
-    _eval_mode,
     adam,
     adversarial_step,
     make_pairs,
@@ -376,7 +376,7 @@ class GASA(ConvAutoencoder):
         inp, tgt = self.split_pair(x)
         logs: dict = {"stage": float(index), "depth": float(l), "finetune": float(kind == "finetune")}
         if kind == "block" and l > 1:
-            with torch.no_grad(), _eval_mode(self.encoder):  # trained lower layers: frozen
+            with torch.no_grad(), evaluating(self.encoder):  # trained lower layers: frozen
                 h_in, h_tgt = self.encoder(inp, l - 1), self.encoder(tgt, l - 1)
             real, fake = h_tgt, self.decoder.layers[l - 1](self.encoder.layers[l - 1](h_in))
             g_params, g_opts = self.block_parameters(l), [optimizers[f"block{l}"]]

@@ -5,7 +5,6 @@ GAN's, :mod:`reference_models.restoration_gan`). The assumptions behind
 each are stated in :mod:`reference_models.gasa`'s docstring."""
 from __future__ import annotations
 
-import contextlib
 from typing import Optional, Sequence
 
 import torch
@@ -173,13 +172,3 @@ def adversarial_step(disc, real, fake, rec, *, adv_weight: float, d_opt, g_param
         opt.step()
     return {"g_loss": g_loss.item(), "g_adv": adv.item(), "d_loss": d_loss.item(),
             "d_real": torch.sigmoid(d_real).mean().item(), "d_fake": torch.sigmoid(d_fake).mean().item()}
-
-
-@contextlib.contextmanager
-def _eval_mode(module: nn.Module):
-    was = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was)

@@ -62,6 +62,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .blocks import evaluating
 from .autoencoders import draw_chain_starts, fill_chain_starts, markov_chain_samples, register_chain_starts, salt_and_pepper
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
@@ -261,15 +262,11 @@ class GSN(nn.Module):
             logits = self.update(hs, noisy=True, generator=generator)
             return hs, torch.sigmoid(logits[-1])
 
-        was_training = self.training
-        self.eval()
-        try:
+        with evaluating(self):
             out = markov_chain_samples(
                 n, init, transition, lambda s: s[1],
                 chains=h["sample_chains"] if chains is None else chains,
                 burn_in=h["sample_burn_in"] if burn_in is None else burn_in,
                 thin=h["sample_thin"] if thin is None else thin,
             )
-        finally:
-            self.train(was_training)
         return out.view(n, *self.image_shape)

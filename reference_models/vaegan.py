@@ -73,26 +73,15 @@ Capabilities: ``encode`` (posterior mean, eval mode), ``encode_dist`` (mu, log s
 """
 from __future__ import annotations
 
-import contextlib
 from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
+from .blocks import evaluating
 from .vae import gaussian_kl
 
 DEC_GAN_LOSSES = ("saturating", "nonsaturating")
-
-
-@contextlib.contextmanager
-def evaluating(module: nn.Module):
-    """Run ``module`` in eval mode inside the block, then restore its mode."""
-    was = module.training
-    module.eval()
-    try:
-        yield module
-    finally:
-        module.train(was)
 
 
 def _halved(size: int, times: int, what: str) -> int:
