@@ -210,3 +210,9 @@ def digits16(digits_train) -> torch.Tensor:
     import torch.nn.functional as F
 
     return F.interpolate(digits_train[:64], size=(16, 16), mode="bilinear", align_corners=False).clamp(0, 1)
+
+
+@pytest.fixture
+def dirs(tmp_path) -> dict:
+    """Temporary cache, results and reports folders for ``evalkit run`` (see ``helpers.run_args``)."""
+    return {"cache": tmp_path / "cache", "results": tmp_path / "results", "reports": tmp_path / "reports"}

@@ -45,3 +45,26 @@ def real_data_dir(folder: str, what: str) -> str:
         if cand and (Path(cand) / folder).is_dir():
             return cand
     pytest.skip(f"{what} ({folder}/) is not available: set EVALKIT_DATA to a directory holding it")
+
+
+def cli(*args):
+    """``evalkit ARGS...`` through click's test runner (arguments turned into strings)."""
+    from click.testing import CliRunner
+
+    from evalkit.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def failed_cleanly(result, *needles):
+    """Exit code 2 from a handled error (no traceback), its output naming every needle."""
+    assert result.exit_code == 2, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
+    assert isinstance(result.exception, SystemExit)
+    assert "Traceback" not in result.output
+    for n in needles:
+        assert n in result.output, (n, result.output)
+
+
+def run_args(spec, dirs, *extra):
+    """``run SPEC`` with the cache, results and reports folders of the ``dirs`` fixture."""
+    return ["run", spec, "--cache-dir", dirs["cache"], "--results-dir", dirs["results"], "--reports-dir", dirs["reports"], "--no-progress", *extra]

@@ -1,15 +1,10 @@
 """``evalkit reproduce KEY`` re-derives a recorded value from its record, bit for bit."""
 from __future__ import annotations
 
-from click.testing import CliRunner
 
-from evalkit.cli import main
 from evalkit.reproduce import recorded_threads, reproduce
 from evalkit.results import ResultStore
-
-
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
+from helpers import cli
 
 
 def test_demo_records_reproduce_bit_identically(tmp_path):

@@ -7,32 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 
-from evalkit.cli import main
 from evalkit.results import ResultStore
 from reference_models import build
 from reference_models.training import TrainConfig, fit
-
-
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def clean_failure(result, *needles):
-    assert result.exit_code == 2, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
-    assert "Traceback" not in result.output
-    for n in needles:
-        assert n in result.output, (n, result.output)
-
-
-@pytest.fixture
-def dirs(tmp_path) -> dict[str, Path]:
-    return {"cache": tmp_path / "cache", "results": tmp_path / "results", "reports": tmp_path / "reports"}
-
-
-def run_args(spec, dirs, *extra):
-    return ["run", spec, "--cache-dir", dirs["cache"], "--results-dir", dirs["results"], "--reports-dir", dirs["reports"], "--no-progress", *extra]
+from helpers import cli, failed_cleanly, run_args
 
 
 # --------------------------------------------------------------------------- numeric options
@@ -49,19 +28,19 @@ def run_args(spec, dirs, *extra):
 )
 def test_run_rejects_bad_numbers_before_anything_runs(tiny_toml, dirs, args, needle):
     r = cli(*run_args(tiny_toml, dirs, *args))
-    clean_failure(r, needle)
+    failed_cleanly(r, needle)
     assert not dirs["cache"].exists() and not dirs["results"].exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_cuda_is_a_clear_error(tiny_toml, dirs):
-    clean_failure(cli(*run_args(tiny_toml, dirs, "--device", "cuda")), "no CUDA device")
-    clean_failure(cli("eval", "parzen", "--model", "gan", "--dataset", "digits", "--device", "cuda:0"), "no CUDA device")
+    failed_cleanly(cli(*run_args(tiny_toml, dirs, "--device", "cuda")), "no CUDA device")
+    failed_cleanly(cli("eval", "parzen", "--model", "gan", "--dataset", "digits", "--device", "cuda:0"), "no CUDA device")
 
 
 @pytest.mark.parametrize("args", [["--n-samples", "0"], ["--n-samples", "-5"], ["--valid-limit", "-1"], ["--sigma", "0"]])
 def test_eval_parzen_rejects_bad_numbers(args):
-    clean_failure(cli("eval", "parzen", "--model", "gan", "--dataset", "digits", *args), args[0])
+    failed_cleanly(cli("eval", "parzen", "--model", "gan", "--dataset", "digits", *args), args[0])
 
 
 def test_runoptions_reject_zero_epochs():
@@ -156,7 +135,7 @@ def broken_pkg(tmp_path, monkeypatch) -> str:
 
 
 def test_factory_that_raises(broken_pkg):
-    clean_failure(cli("eval", "parzen", "--model", "brk.mod:raises", "--dataset", "digits"), "brk.mod:raises", "RuntimeError", "no GPU weights here")
+    failed_cleanly(cli("eval", "parzen", "--model", "brk.mod:raises", "--dataset", "digits"), "brk.mod:raises", "RuntimeError", "no GPU weights here")
 
 
 @pytest.mark.parametrize(
@@ -166,22 +145,22 @@ def test_factory_that_raises(broken_pkg):
 def test_sampler_that_fails_or_returns_the_wrong_count(broken_pkg, factory, needle):
     """A user sample() that raises, returns None, no rows or fewer rows than asked: one clear line, nothing recorded."""
     r = cli("eval", "parzen", "--model", f"brk.mod:{factory}", "--dataset", "digits", "--n-samples", 50)
-    clean_failure(r, needle)
+    failed_cleanly(r, needle)
 
 
 def test_factory_that_returns_none(broken_pkg):
-    clean_failure(cli("eval", "parzen", "--model", "brk.mod:returns_none", "--dataset", "digits"), "nothing (None)")
+    failed_cleanly(cli("eval", "parzen", "--model", "brk.mod:returns_none", "--dataset", "digits"), "nothing (None)")
 
 
 def test_plugin_module_with_a_syntax_error(broken_pkg):
-    clean_failure(cli("eval", "parzen", "--model", "brk.syntax:build", "--dataset", "digits"), "syntax error", "syntax.py")
+    failed_cleanly(cli("eval", "parzen", "--model", "brk.syntax:build", "--dataset", "digits"), "syntax error", "syntax.py")
 
 
 def test_evalkit_checkpoint_for_a_no_argument_factory(broken_pkg, tmp_path):
     m = build("gan", image_shape=[1, 8, 8], g_hidden=[8], d_units=4, d_pieces=2)
     fit(m, torch.rand(20, 1, 8, 8), None, TrainConfig(epochs=1, batch_size=10, progress=False), tmp_path / "run")
     ck = tmp_path / "run" / "epoch_1.pt"
-    clean_failure(
+    failed_cleanly(
         cli("eval", "parzen", "--model", "brk.mod:fine", "--checkpoint", ck, "--dataset", "digits"),
         "does not take the constructor arguments", str(ck),
     )
@@ -190,7 +169,7 @@ def test_evalkit_checkpoint_for_a_no_argument_factory(broken_pkg, tmp_path):
 def test_checkpoint_of_another_reference_model(tmp_path):
     m = build("gan", image_shape=[1, 8, 8], g_hidden=[8], d_units=4, d_pieces=2)
     fit(m, torch.rand(20, 1, 8, 8), None, TrainConfig(epochs=1, batch_size=10, progress=False), tmp_path / "run")
-    clean_failure(cli("eval", "parzen", "--model", "aae", "--checkpoint", tmp_path / "run" / "epoch_1.pt", "--dataset", "digits"), "holds a 'gan' model")
+    failed_cleanly(cli("eval", "parzen", "--model", "aae", "--checkpoint", tmp_path / "run" / "epoch_1.pt", "--dataset", "digits"), "holds a 'gan' model")
 
 
 def test_truncated_checkpoint_is_a_clear_error(tmp_path):
@@ -198,7 +177,7 @@ def test_truncated_checkpoint_is_a_clear_error(tmp_path):
     fit(m, torch.rand(20, 1, 8, 8), None, TrainConfig(epochs=1, batch_size=10, progress=False), tmp_path / "run")
     p = tmp_path / "run" / "epoch_1.pt"
     p.write_bytes(p.read_bytes()[:300])
-    clean_failure(cli("eval", "parzen", "--model", p, "--dataset", "digits"), "cannot read checkpoint", str(p))
+    failed_cleanly(cli("eval", "parzen", "--model", p, "--dataset", "digits"), "cannot read checkpoint", str(p))
 
 
 # --------------------------------------------------------------------------- the run cache
@@ -364,7 +343,7 @@ def test_diverged_training_is_one_clear_error(tiny_toml, dirs, monkeypatch):
 
     monkeypatch.setattr(runner, "fit", diverge)
     r = cli(*run_args(tiny_toml, dirs, "--epochs", 1, "--rows", "gan"))
-    clean_failure(r, "training diverged at epoch 3", "Nothing was recorded")
+    failed_cleanly(r, "training diverged at epoch 3", "Nothing was recorded")
     assert ResultStore(dirs["results"]).records("tiny") == []
 
 

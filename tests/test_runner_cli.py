@@ -9,43 +9,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 import evalkit.runner as runner
 from evalkit.benchmarks import load_benchmark
 from evalkit.checkpoints import file_sha256
-from evalkit.cli import main
 from evalkit.report.tables import fmt_number
 from evalkit.results import ResultStore
 from evalkit.runner import train_or_reuse
+from helpers import cli, failed_cleanly, run_args
 
 PARZEN_LINE = re.compile(r"Parzen log-likelihood on digits test \(300 images\), 300 samples: (-?[\d.]+) ± ([\d.]+) nats \(sigma ([\d.]+)")
-
-
-@pytest.fixture
-def dirs(tmp_path) -> dict[str, Path]:
-    return {"cache": tmp_path / "cache", "results": tmp_path / "results", "reports": tmp_path / "reports"}
-
-
-def cli(*args) -> "click.testing.Result":  # noqa: F821
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def run_args(spec, dirs, *extra):
-    return ["run", spec, "--cache-dir", dirs["cache"], "--results-dir", dirs["results"], "--reports-dir", dirs["reports"], "--no-progress", *extra]
 
 
 def ok(result):
     assert result.exit_code == 0, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
     return result
-
-
-def failed_cleanly(result, *needles):
-    assert result.exit_code == 2, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
-    assert isinstance(result.exception, SystemExit)
-    assert "Traceback" not in result.output
-    for n in needles:
-        assert n in result.output, (n, result.output)
 
 
 # ----------------------------------------------------------------------------- evalkit run

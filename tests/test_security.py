@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 
 from evalkit.checkpoints import load_evalkit_checkpoint, load_model
-from evalkit.cli import main
 from evalkit.errors import EvalkitError
+from helpers import cli, failed_cleanly
 
 
 class _TouchOnLoad:
@@ -21,17 +20,6 @@ class _TouchOnLoad:
 
     def __reduce__(self):
         return (open, (self.marker, "w"))
-
-
-def cli(*args):
-    return CliRunner().invoke(main, [str(a) for a in args])
-
-
-def clean_failure(result, *needles):
-    assert result.exit_code == 2, f"exit {result.exit_code}\n{result.output}\n{result.exception!r}"
-    assert "Traceback" not in result.output
-    for n in needles:
-        assert n in result.output, (n, result.output)
 
 
 @pytest.fixture
@@ -48,14 +36,14 @@ def evil_pickle(tmp_path) -> tuple[Path, Path]:
 def test_pickled_checkpoint_for_a_user_factory_runs_nothing(evil_pickle, user_pkg):
     path, marker = evil_pickle
     r = cli("eval", "parzen", "--model", f"{user_pkg}:build", "--checkpoint", path, "--dataset", "digits", "--n-samples", 10)
-    clean_failure(r, str(path), "refusing to load", "weights-only")
+    failed_cleanly(r, str(path), "refusing to load", "weights-only")
     assert not marker.exists(), "unpickling the checkpoint ran code"
 
 
 def test_pickled_checkpoint_as_model_file_runs_nothing(evil_pickle):
     path, marker = evil_pickle
     r = cli("eval", "parzen", "--model", path, "--dataset", "digits", "--n-samples", 10)
-    clean_failure(r, str(path), "refusing to load")
+    failed_cleanly(r, str(path), "refusing to load")
     assert not marker.exists()
     with pytest.raises(EvalkitError, match="refusing to load"):
         load_model("gan", checkpoint=str(path))
@@ -68,7 +56,7 @@ def test_class_path_in_a_data_only_checkpoint_is_never_imported(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"class": "os:system", "model_kwargs": {"command": f"touch {marker}"}, "state_dict": {}}, path)
     r = cli("eval", "parzen", "--model", path, "--dataset", "digits", "--n-samples", 10)
-    clean_failure(r, str(path), "not a registered reference model", "never imports a class path")
+    failed_cleanly(r, str(path), "not a registered reference model", "never imports a class path")
     assert not marker.exists()
     # The same with a registered model's name but a foreign class path: refused too.
     torch.save({"class": "builtins:open", "model_name": "gan", "model_kwargs": {"file": str(marker), "mode": "w"}, "state_dict": {}}, path)
