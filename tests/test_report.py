@@ -323,3 +323,18 @@ def test_a_figure_whose_preview_is_gone_is_kept_only_if_written_after_its_record
     assert [n for _, n in figs] == ["toy-samples-gan-c1.png"]
     rec["provenance"]["date"] = "2999-01-01T00:00:00+00:00"  # a record newer than the figure: not shown
     assert sample_figures(bench, table, [rec], tmp_path) == []
+
+
+def test_table_shows_the_longest_run_of_the_newest_recipe_whatever_the_order(bench):
+    def at(epochs, value, seed, batch_size=100):
+        rec = R("gan", "c1", value, seed=seed, config=f"e{epochs}-b{batch_size}", epochs=epochs)
+        rec["run_config"] = {"model": "gan", "epochs": epochs, "batch_size": batch_size, "hash": f"e{epochs}-b{batch_size}"}
+        return rec
+
+    # the 75-epoch runs first, then shorter runs of the same recipe (learning-curve points)
+    records = [at(75, 150.0, 0), at(75, 146.0, 1), at(10, 31.0, 0), at(25, 98.0, 0)]
+    cell = {rid: c for rid, _, c in build_table(bench, records).rows}["gan"][0]
+    assert cell.value == pytest.approx(148.0) and cell.n_seeds == 2
+    # a newer recipe (here another batch size) wins even when it trained for fewer epochs
+    cell = {rid: c for rid, _, c in build_table(bench, records + [at(5, -5.0, 0, batch_size=64)]).rows}["gan"][0]
+    assert cell.value == pytest.approx(-5.0) and cell.n_seeds == 1

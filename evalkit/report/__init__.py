@@ -10,7 +10,7 @@ from ..paths import inside, safe_name
 from ..results import ResultStore
 from .figures import image_grid, save_learning_curve, save_restoration_panel, save_sample_grid, save_scatter
 from .render import to_latex, to_markdown
-from .tables import Table, build_table
+from .tables import Table, _current_records, build_table, recipe_of, shown_records
 
 __all__ = ["Table", "build_table", "to_markdown", "to_latex", "write_report", "write_suite_report", "image_grid", "save_sample_grid", "learning_curve_figures"]
 
@@ -131,12 +131,6 @@ def _published_number(row, column_id: str):
     return value, pm
 
 
-def _without_epochs(cfg: dict) -> str:
-    import json
-
-    return json.dumps({k: v for k, v in (cfg or {}).items() if k not in ("epochs", "hash")}, sort_keys=True, default=str)
-
-
 _CURVE_LABELS = {
     "parzen": "Parzen log-likelihood (nats)",
     "clustering": "cluster-assignment error (%)",
@@ -155,14 +149,14 @@ def learning_curve_figures(bench: Benchmark, records: list[dict], out_dir: Path)
     newest_cfg: dict[tuple, str] = {}
     for rec in records:
         if (rec.get("run_config") or {}).get("epochs") is not None:
-            newest_cfg[(rec["row"], rec["column"])] = _without_epochs(rec.get("run_config"))
+            newest_cfg[(rec["row"], rec["column"])] = recipe_of(rec)
     figs = []
     for (row_id, col_id), cfg in sorted(newest_cfg.items()):
         curves: dict[int, dict[int, float]] = {}
         for rec in records:  # newest record per (seed, epochs) under that configuration
             if (rec["row"], rec["column"]) != (row_id, col_id) or rec.get("value") is None:
                 continue
-            if _without_epochs(rec.get("run_config")) != cfg:
+            if recipe_of(rec) != cfg:
                 continue
             curves.setdefault(rec["seed"], {})[int(rec["run_config"]["epochs"])] = float(rec["value"])
         if len({e for c in curves.values() for e in c}) < 2:
@@ -232,12 +226,11 @@ def _table_and_figures(bench: Benchmark, store: ResultStore, out_dir: Path, figu
     table = build_table(bench, records)
     if not figures:
         return table, []
-    from .tables import _current_records
-
-    records = _current_records(bench, records)[0]  # figures show what the table shows
+    shown = [rec for per_seed in shown_records(bench, records)[0].values() for rec in per_seed.values()]
     if bench.metric in ("restoration", "reconstruction"):
-        return table, restoration_figures(bench, records, out_dir)
-    return table, sample_figures(bench, table, records, out_dir) + learning_curve_figures(bench, records, out_dir)
+        return table, restoration_figures(bench, shown, out_dir)
+    # figures show what the table shows; the learning curves also every shorter run of its recipe
+    return table, sample_figures(bench, table, shown, out_dir) + learning_curve_figures(bench, _current_records(bench, records)[0], out_dir)
 
 
 def write_report(bench: Benchmark, store: ResultStore, out_dir: Path, formats=("md", "tex"), figures: bool = True) -> dict[str, Path]:

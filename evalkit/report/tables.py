@@ -116,25 +116,63 @@ def _current_records(bench: Benchmark, records: list[dict]) -> tuple[list[dict],
     return keep, {k: v for k, v in stale.items() if v}
 
 
+def recipe_of(rec: dict) -> str:
+    """A record's run configuration without its number of epochs: records that share it are
+    one recipe trained for different lengths."""
+    import json
+
+    cfg = rec.get("run_config")
+    if not cfg:
+        return "config:" + str(rec.get("config"))
+    return json.dumps({k: v for k, v in cfg.items() if k not in ("epochs", "hash")}, sort_keys=True, default=str)
+
+
+def _epochs_of(rec: dict) -> int:
+    e = (rec.get("run_config") or {}).get("epochs")
+    return int(e) if isinstance(e, (int, float)) and not isinstance(e, bool) else -1
+
+
+def shown_records(bench: Benchmark, records: list[dict]) -> tuple[dict[tuple, dict[int, dict]], dict[str, set]]:
+    """The records a table shows, as ``{(row, column): {seed: record}}``, and the
+    ``row -> columns`` whose records are stale (see :func:`_current_records`).
+
+    The cell's recipe is its newest record's run configuration with the number of epochs
+    left out; under that recipe the longest training is shown (shorter runs of it are the
+    learning curve's points, whatever order they were recorded in), then the newest record
+    per seed under that configuration. Figures take their records from here too, so a
+    figure never shows another run than its table."""
+    records, stale = _current_records(bench, records)
+    recipe: dict[tuple, str] = {}
+    for r in records:
+        recipe[(r["row"], r["column"])] = recipe_of(r)
+    chosen: dict[tuple, str] = {}
+    longest: dict[tuple, int] = {}
+    for r in records:
+        cell = (r["row"], r["column"])
+        if recipe_of(r) != recipe[cell]:
+            continue
+        epochs = _epochs_of(r)
+        if cell not in longest or epochs >= longest[cell]:
+            longest[cell], chosen[cell] = epochs, r["config"]
+    per_cell: dict[tuple, dict[int, dict]] = {}
+    for r in records:
+        if chosen[(r["row"], r["column"])] == r["config"]:
+            per_cell.setdefault((r["row"], r["column"]), {})[r["seed"]] = r
+    return per_cell, stale
+
+
 def build_table(bench: Benchmark, records: list[dict], *, config_filter: Optional[dict] = None) -> Table:
     """Aggregate the newest record per (row, column, seed) into a :class:`Table`.
 
     Several seeds: the cell shows the mean over seeds of the protocol value, with the
     protocol's ± averaged over seeds; the seed-to-seed standard deviation goes in the
-    provenance block. Records of more than one run configuration for one cell: the
-    newest configuration wins (older ones stay in the store).
+    provenance block. Records of more than one run configuration for one cell: the newest
+    record's recipe (its configuration less the number of epochs) wins, and under it the
+    longest training; older recipes and shorter runs stay in the store (the shorter runs
+    are the learning curve's points).
     """
     notes = _Notes()
-    records, stale = _current_records(bench, records)
-    # newest config per (row, column), then newest record per seed under it
-    newest_cfg: dict[tuple, str] = {}
-    for r in records:
-        newest_cfg[(r["row"], r["column"])] = r["config"]
-    per_cell: dict[tuple, dict[int, dict]] = {}
-    for r in records:
-        if newest_cfg[(r["row"], r["column"])] != r["config"]:
-            continue
-        per_cell.setdefault((r["row"], r["column"]), {})[r["seed"]] = r
+    per_cell, stale = shown_records(bench, records)
 
     rows = [r for r in bench.rows if not r.figure_only]
     known = {r.id for r in bench.rows}
