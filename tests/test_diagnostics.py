@@ -37,3 +37,45 @@ def test_sweep_trains_one_arm_per_value_and_names_the_best_on_validation(tmp_pat
 def test_sweep_rejects_a_malformed_value():
     with pytest.raises(SystemExit, match="key=v1"):
         _paired().parse_sweep("lr")
+
+
+
+TINY_DBN = """
+name = "tinydbn"
+title = "tiny"
+metric = "parzen"
+[protocol]
+n_samples = 100
+sigma_grid = [-1.0, 0.0, 3]
+[[columns]]
+id = "digits"
+label = "digits"
+dataset = "digits"
+[[rows]]
+id = "dbn"
+label = "DBN"
+model = "dbn"
+[rows.train]
+epochs = 2
+batch_size = 50
+[rows.model_kwargs]
+hidden = [16, 16]
+epochs_per_layer = 1
+sample_chains = 20
+sample_grid = { burn_in = [2, 5] }
+"""
+
+
+def test_a_chain_sampler_chooses_its_settings_on_validation_before_it_is_scored(tmp_path):
+    spec = tmp_path / "tinydbn.toml"
+    spec.write_text(TINY_DBN)
+    rc = _paired().main([
+        "--name", "toy-dbn", "--bench", str(spec), "--row", "dbn", "--column", "digits", "--epochs", "2", "--eval-every", "2",
+        "--n-samples", "100", "--change", 'method="pcd"', "--results-dir", str(tmp_path / "results"), "--cache-dir", str(tmp_path / "cache"),
+    ])
+    assert rc == 0
+    recs = [json.loads(line) for line in (tmp_path / "results" / "diagnostics" / "toy-dbn.jsonl").read_text().splitlines()]
+    assert [r["arm"] for r in recs] == ["baseline", "changed"]
+    assert all(json.loads(r["sample_choice"])["burn_in"] in (2, 5) for r in recs)
+    md = (tmp_path / "results" / "diagnostics" / "toy-dbn.md").read_text()
+    assert "chain settings chosen on valid[0:150]" in md and "LL averaged over valid[150:300]" in md

@@ -179,7 +179,16 @@ def main(argv=None) -> int:
             m = reference_models.build(row.model, **kwargs)
             m.load_state_dict(ck["state_dict"])
             m.eval()
-            if args.measure == "parzen":
+            if args.measure == "parzen" and getattr(m, "sample_settings", None):
+                # a Markov-chain sampler whose chain settings are chosen on validation, as the runner
+                # does (valid[0:2000]); the point is then scored on images that choice never saw
+                c = min(2000, valid.shape[0] // 2)
+                choice = m.choose_on_validation(valid[:c], n_samples=min(args.n_samples, 10000), seed=args.seed, log=lambda s: None)
+                point = valid_curve_point(m, valid_choose, valid[c:c + 2000], args.n_samples, args.seed, sigmas)
+                point["sample_choice"] = json.dumps(choice["chosen"], sort_keys=True)
+                args.valid_text = (f"chain settings chosen on valid[0:{c}] as the runner does; sigma chosen on valid[0:{n_choose}], "
+                                   f"LL averaged over valid[{c}:{c + min(2000, valid.shape[0] - c)}]")
+            elif args.measure == "parzen":
                 point = valid_curve_point(m, valid_choose, valid_score, args.n_samples, args.seed, sigmas)
             elif args.measure == "clustering":
                 point = valid_clustering_point(m, valid[:half], valid_labels[:half], valid[half:], valid_labels[half:])
@@ -203,7 +212,7 @@ def main(argv=None) -> int:
             }
             store.append({**rec, "benchmark": name})
             curves[arm].append(rec)
-            print(f"{arm:9s} epoch {epoch:4d}: " + ", ".join(f"{k} {v:.4g}" for k, v in point.items())
+            print(f"{arm:9s} epoch {epoch:4d}: " + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in point.items())
                   + "".join(f"  {k}={v:.3g}" for k, v in (history.get(epoch) or {}).items() if k != "epoch"), flush=True)
     write_summary(store_dir, name, args, curves)
     return 0
@@ -258,7 +267,8 @@ def write_summary(store_dir: Path, name: str, args, curves: dict[str, list[dict]
             if "d_acc" in hist:
                 extra = f" (D acc {hist['d_acc']:.3f})"
             if args.measure == "parzen":
-                cells.append(f"{p['valid_ll']:.1f} ± {p['valid_ll_se']:.1f}{extra}")
+                chosen = f" (chain {p['sample_choice']})" if p.get("sample_choice") else ""
+                cells.append(f"{p['valid_ll']:.1f} ± {p['valid_ll_se']:.1f}{extra}{chosen}")
             elif args.measure == "clustering":
                 cells.append(f"{p['valid_error_pct']:.2f}% (Hungarian {p['valid_hungarian_pct']:.1f}%, NMI {p['valid_nmi']:.3f})")
             else:
