@@ -118,7 +118,7 @@ def test_latex_rendering(bench):
     assert r"138 $\pm$ 2" in tex
     assert "---" in tex and DASH not in tex
     assert r"\textsuperscript{" in tex
-    assert r"TFD\_column\_note" in tex  # footnote escaped into the caption
+    assert r"TFD\_column\_note" in tex  # footnote escaped, in the notes list after the float
     assert "% Provenance:" in tex
     gan_line = next(line for line in tex.splitlines() if line.startswith("GAN &"))
     assert gan_line.endswith(r"\\") and gan_line.count("&") == 4
