@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from .checkpoints import default_cache_dir, file_sha256
+from .devices import choose_device
 from .errors import EvalkitError
 from .metrics.sample_quality import (
     frechet_distance_from_features,
@@ -338,12 +339,6 @@ def _train(module: LeNet, x: torch.Tensor, y: torch.Tensor, spec: FeatureNetSpec
                     bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.3f}")
 
 
-def _pick_device(device: Any) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def _resolve(dataset, spec, data_dir, train_set):
     spec = DEFAULT_SPEC if spec is None else spec
     if not isinstance(spec, FeatureNetSpec):
@@ -372,7 +367,7 @@ def load_feature_net(
     ``build_if_missing``), and when the weights file fails its SHA-256 check.
     """
     spec, train, key = _resolve(dataset, spec, data_dir, train_set)
-    net = _read_artefact(dataset, key, cache_dir, _pick_device(device))
+    net = _read_artefact(dataset, key, cache_dir, choose_device(device))
     if net is not None:
         return net
     if build_if_missing:
@@ -403,7 +398,7 @@ def build_feature_net(
     """
     say = log or (lambda s: None)
     spec, train, key = _resolve(dataset, spec, data_dir, train_set)
-    dev = _pick_device(device)
+    dev = choose_device(device)
     if not force:
         net = _read_artefact(dataset, key, cache_dir, dev)
         if net is not None:

@@ -63,6 +63,8 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 
+from ..devices import choose_device
+
 __all__ = [
     "DEFAULT_SIGMAS",
     "ParzenAccumulator",
@@ -159,15 +161,6 @@ def _check_values(arr: np.ndarray | torch.Tensor, name: str, check_range: bool) 
             f"protocol expects images scaled to [0, 1] (e.g. x / 255 for uint8 pixels, "
             f"(x + 1) / 2 for tanh outputs). Pass check_range=False to skip this check."
         )
-
-
-def _pick_device(device: Any, *arrays: Any) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    for a in arrays:
-        if isinstance(a, torch.Tensor) and a.device.type != "cpu":
-            return a.device
-    return torch.device("cpu")
 
 
 def _check_dims(samples: Any, other: Any, name: str) -> None:
@@ -496,7 +489,7 @@ class ParzenWindow:
         _check_values(s, "samples", self.check_range)
         self.samples_ = s
         self.n_samples_, self.dim_ = int(s.shape[0]), int(s.shape[1])
-        self.device_ = _pick_device(self.device, samples)
+        self.device_ = choose_device(self.device, tensors=(samples,))
         return self
 
     def score_samples(self, x: Any) -> np.ndarray:
@@ -511,7 +504,7 @@ class ParzenWindow:
         q = _to_points(x, "x")
         _check_dims(self.samples_, q, "x")
         _check_values(q, "x", self.check_range)
-        device = self.device_ if self.device is not None else _pick_device(None, x, self.samples_)
+        device = self.device_ if self.device is not None else choose_device(None, tensors=(x, self.samples_))
         tc, sc = _default_chunks(self.dim_, self.test_chunk, self.sample_chunk)
         sig = _check_sigmas([self.sigma], "sigma")
         return _log_density(
@@ -655,7 +648,7 @@ def parzen_log_likelihood(
     if v is not None:
         _check_values(v, "validation", check_range)
 
-    dev = _pick_device(device, test, samples, validation)
+    dev = choose_device(device, tensors=(test, samples, validation))
     tc, sc = _default_chunks(s.shape[1], test_chunk, sample_chunk)
     common = dict(device=dev, test_chunk=tc, sample_chunk=sc, progress=progress,
                   distributed=distributed)
@@ -788,7 +781,7 @@ class ParzenAccumulator:
         self.check_range = check_range
         self.dim_ = int(t.shape[1])
         self.n_test_ = int(t.shape[0])
-        self.device_ = _pick_device(device, test, validation)
+        self.device_ = choose_device(device, tensors=(test, validation))
         self.test_chunk_, self.sample_chunk_ = _default_chunks(self.dim_, test_chunk, sample_chunk)
         self._rank, self._world = _dist_info(distributed)
         self._coef = (1.0 / (2.0 * self.sigmas**2)).tolist()
