@@ -27,6 +27,9 @@ def benchmarks_dir() -> Path:
 
 @dataclass
 class Column:
+    """One column of a spec's table: a data set and the protocol entries that differ on it, or a
+    field of another column's records (``source``)."""
+
     id: str
     label: str
     dataset: str
@@ -79,6 +82,8 @@ class Row:
 
 @dataclass
 class Benchmark:
+    """A parsed spec: one published table, its protocol, columns, rows and report settings."""
+
     name: str
     title: str
     metric: str
@@ -98,12 +103,14 @@ class Benchmark:
     transpose: str = ""  # non-empty: render rows = columns (this is the label column's header), columns = rows
 
     def column(self, cid: str) -> Column:
+        """The column with id ``cid`` (an error lists the ids)."""
         for c in self.columns:
             if c.id == cid:
                 return c
         raise EvalkitError(f"benchmark {self.name!r} has no column {cid!r}; columns: {', '.join(c.id for c in self.columns)}")
 
     def row(self, rid: str) -> Row:
+        """The row with id ``rid`` (an error lists the ids)."""
         for r in self.rows:
             if r.id == rid:
                 return r

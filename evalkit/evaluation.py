@@ -46,6 +46,15 @@ def call_capability(model: Any, method: str, x: torch.Tensor, device: torch.devi
     return out
 
 
+def class_logits(model: Any, x: torch.Tensor, n_classes: int, device: torch.device, who: str, *, where: str = "this protocol") -> torch.Tensor:
+    """The first ``n_classes`` scores of ``predict_logits(x)`` per image (checked as by
+    :func:`call_capability`); fewer scores than classes is an error saying ``where`` has that many."""
+    logits = call_capability(model, "predict_logits", x, device, who)
+    if logits.shape[1] < n_classes:
+        raise EvalkitError(f"{who}: predict_logits() gives {logits.shape[1]} scores per image; {where} has {n_classes} classes")
+    return logits[:, :n_classes]
+
+
 # --------------------------------------------------------------------------------------
 # samples (Parzen and sample-quality protocols)
 # --------------------------------------------------------------------------------------

@@ -41,11 +41,13 @@ class ResultStore:
         self.root = Path(root)
 
     def path(self, benchmark: str) -> Path:
+        """``<root>/<benchmark>.jsonl`` (the name checked as a safe file name)."""
         from .paths import inside, safe_name
 
         return inside(self.root, safe_name(benchmark, what="benchmark name (result store)") + ".jsonl")
 
     def append(self, record: dict) -> None:
+        """Append one record as one line (schema added), written whole and synced, under a file lock."""
         if "benchmark" not in record or "key" not in record:
             raise ValueError("a result record needs 'benchmark' and 'key'")
         record = {"schema": SCHEMA, **record}

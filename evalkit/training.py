@@ -42,9 +42,13 @@ class Recipe(Protocol):
     id: str
     model: Optional[str]
 
-    def kwargs_for(self, dataset: str) -> dict: ...
+    def kwargs_for(self, dataset: str) -> dict:
+        """Constructor arguments on ``dataset``."""
+        ...
 
-    def train_for(self, dataset: str) -> dict: ...
+    def train_for(self, dataset: str) -> dict:
+        """Training settings (``batch_size``, ``epochs``, ...) on ``dataset``."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -57,9 +61,11 @@ class ModelRecipe:
     batch_size: int = 100
 
     def kwargs_for(self, dataset: str) -> dict:
+        """Constructor arguments (the same on every data set)."""
         return dict(self.model_kwargs)
 
     def train_for(self, dataset: str) -> dict:
+        """Training settings: the batch size."""
         return {"batch_size": self.batch_size}
 
 

@@ -9,7 +9,7 @@ from evalkit import protocols
 from evalkit.benchmarks import Row, parse
 from evalkit.errors import EvalkitError
 from evalkit.measurement import Example, Measurement
-from evalkit.protocols.common import training_notes
+from evalkit.protocols.base import training_notes
 from evalkit.report import build_table, to_markdown
 from evalkit.results import ResultStore
 from evalkit.runner import RunOptions, run_benchmark

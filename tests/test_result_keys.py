@@ -58,7 +58,6 @@ def test_recorded_cells_are_keyed_as_recorded(bench):
     if not records:
         pytest.skip(f"no committed results for {bench.name}")
     protocol = protocols.get(bench.metric)
-    run = protocols.RunSettings(data_dir=data_dir)
     fingerprints: dict = {}
     checked_runs = 0
     for rec in records:

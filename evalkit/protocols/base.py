@@ -8,14 +8,16 @@ command line ask it for everything specific to it and know nothing else about it
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
+from ..checkpoints import LoadedModel
 from ..errors import EvalkitError
 from ..measurement import Measurement
 
-if TYPE_CHECKING:  # types only: the spec sits above the protocols and is handed down to them
-    from ..benchmarks import Benchmark, Column, Row
-    from ..checkpoints import LoadedModel
+# The spec's objects (evalkit.benchmarks.Benchmark, Row, Column) are handed down to the
+# protocols; the spec parser sits above this package (it reads the registry), so they are
+# named here by what they are, not imported.
+Benchmark = Row = Column = Any
 
 
 @dataclass(frozen=True)
@@ -36,9 +38,9 @@ class Cell:
     into ``key``); ``settings`` is the same table with the protocol's defaults under it, which
     is what evaluation reads."""
 
-    bench: "Benchmark"
-    row: "Row"
-    column: "Column"
+    bench: Benchmark  # evalkit.benchmarks.Benchmark
+    row: Row  # evalkit.benchmarks.Row
+    column: Column  # evalkit.benchmarks.Column
     seed: int
     epochs: Optional[int]
     protocol: Mapping[str, Any]
@@ -63,9 +65,31 @@ class CellResult:
     checkpoint fields and the previews) and what was trained for it."""
 
     measurement: Measurement
-    loaded: Optional["LoadedModel"] = None
+    loaded: Optional[LoadedModel] = None
     train: dict = field(default_factory=no_training)
     model: Any = None
+
+
+def training_notes(bench: Any, row: Any, column: Any, recs: list[Mapping]) -> list[str]:
+    """The footnotes of any reproduced cell: the training budget (and what it may explain) and,
+    for a user row, that it is the user's model."""
+    out = []
+    r0 = recs[0]
+    epochs = sorted({r.get("train", {}).get("epochs") for r in recs if r.get("train", {}).get("epochs")})
+    if epochs:
+        dev = sorted({(r.get("provenance") or {}).get("device", "?") for r in recs})
+        paper = row.train.get("paper_epochs")
+        if not row.published.get(column.id):  # nothing published to fall short of: just state the budget
+            tail = "."
+        elif paper:
+            tail = f"; the paper trained {paper}, so the shorter budget may explain a gap."
+        else:
+            tail = "; the paper's training length is not stated, so fewer epochs than the authors used may explain a gap."
+        unit = "epoch" if epochs == [1] else "epochs"
+        out.append(f"{row.label}: trained {', '.join(map(str, epochs))} {unit} on {', '.join(dev)}{tail}")
+    if row.user:
+        out.append(f"{row.label}: a user model evaluated under the same protocol ({r0.get('run_config', {}).get('model')}).")
+    return out
 
 
 def _default_higher_is_better(settings: Mapping[str, Any]) -> bool:
@@ -80,11 +104,11 @@ def _no_training(cell: Cell, run: RunSettings) -> list:
     return []
 
 
-def _no_test_data(column: "Column", settings: Mapping[str, Any], data_dir: Optional[str]) -> Optional[str]:
+def _no_test_data(column: Column, settings: Mapping[str, Any], data_dir: Optional[str]) -> Optional[str]:
     return None
 
 
-def _always(row: "Row", settings: Mapping[str, Any]) -> bool:
+def _always(row: Row, settings: Mapping[str, Any]) -> bool:
     return True
 
 
@@ -119,11 +143,11 @@ class Protocol:
     name: str
     defaults: Mapping[str, Any]
     run_cell: Callable[[Cell, RunSettings, Callable[[str], None]], CellResult]
-    deviation_notes: Callable[..., list]
+    deviation_notes: Callable[..., list] = training_notes
     pipelines: Sequence[str] = ("model",)
     training: Callable[[Cell, RunSettings], list] = _no_training
-    test_data: Callable[["Column", Mapping[str, Any], Optional[str]], Optional[str]] = _no_test_data
-    applies_to: Callable[["Row", Mapping[str, Any]], bool] = _always
+    test_data: Callable[[Column, Mapping[str, Any], Optional[str]], Optional[str]] = _no_test_data
+    applies_to: Callable[[Row, Mapping[str, Any]], bool] = _always
     details: Mapping[str, str] = field(default_factory=dict)
     higher_is_better: Callable[[Mapping[str, Any]], bool] = _default_higher_is_better
     provenance_text: Callable[[Mapping[str, Any]], str] = _default_provenance_text

@@ -18,7 +18,7 @@ from ..devices import choose_device
 from ..evaluation import batched, call_capability
 from ..measurement import Measurement
 from .base import Cell, CellResult, Protocol, RunSettings, register
-from .common import figure_only, model_training, sampled_model, training_notes
+from .common import figure_only, model_training, sampled_model
 
 DEFAULTS = {"train_split": "train", "valid_split": "valid", "test_split": "test", "reference": "validation"}
 
@@ -71,6 +71,7 @@ class KMeansClusterer:
         return np.asarray(f.detach().cpu() if isinstance(f, torch.Tensor) else f, dtype=np.float64)
 
     def fit(self, x: torch.Tensor) -> "KMeansClusterer":
+        """k-means (4 initialisations, seeded) on the features of ``x``."""
         from sklearn.cluster import KMeans
 
         f = self._feats(x)
@@ -79,6 +80,7 @@ class KMeansClusterer:
         return self
 
     def cluster_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """Softmax over negative squared distances to the centroids, per image."""
         f = self._feats(x)
         c = self.km_.cluster_centers_
         d2 = (f**2).sum(1, keepdims=True) + (c**2).sum(1)[None] - 2 * f @ c.T
@@ -127,21 +129,17 @@ def provenance_text(entry: Mapping[str, Any]) -> str:
     return text
 
 
+#: The measurement schema: what each ``details`` key of a record holds.
+DETAILS = {
+    "error": "cluster-assignment error (fraction)", "hungarian_accuracy": "accuracy under the best one-to-one matching",
+    "hungarian_accuracy_pct": "the same in %", "nmi": "normalised mutual information", "n_clusters": "clusters of the model",
+    "n_clusters_used": "clusters some test image falls in", "cluster_labels": "label given to each cluster", "reference": "set that labels clusters",
+}
+
+
 CLUSTERING = register(Protocol(
-    name="clustering",
-    defaults=DEFAULTS,
-    run_cell=run_cell,
-    training=training,
-    pipelines=("model", "kmeans-on-pixels", "kmeans-on-codes"),
-    deviation_notes=training_notes,
-    details={
-        "error": "cluster-assignment error (fraction)", "hungarian_accuracy": "accuracy under the best one-to-one matching",
-        "hungarian_accuracy_pct": "the same in %", "nmi": "normalised mutual information", "n_clusters": "clusters of the model",
-        "n_clusters_used": "clusters some test image falls in", "cluster_labels": "label given to each cluster", "reference": "set that labels clusters",
-    },
-    higher_is_better=lambda settings: False,
-    provenance_text=provenance_text,
-    figures=("samples", "embedding", "style", "curve"),
-    previews=("sample", "embed", "style"),
-    curve_label="cluster-assignment error (%)",
+    name="clustering", defaults=DEFAULTS, run_cell=run_cell, training=training,
+    pipelines=("model", "kmeans-on-pixels", "kmeans-on-codes"), details=DETAILS, higher_is_better=lambda settings: False,
+    provenance_text=provenance_text, figures=("samples", "embedding", "style", "curve"),
+    previews=("sample", "embed", "style"), curve_label="cluster-assignment error (%)",
 ))

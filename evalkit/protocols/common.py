@@ -2,7 +2,7 @@
 trained row gets."""
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -70,25 +70,3 @@ def sampled_model(cell: Cell, run: RunSettings, log: Callable[[str], None], requ
         model = loaded.model
         info["sample_choice"] = model.choice_summary()
     return model, loaded, info, f"reference model {row.model}"
-
-
-def training_notes(bench: Any, row: Any, column: Any, recs: list[Mapping]) -> list[str]:
-    """The footnotes of any reproduced cell: the training budget (and what it may explain) and,
-    for a user row, that it is the user's model."""
-    out = []
-    r0 = recs[0]
-    epochs = sorted({r.get("train", {}).get("epochs") for r in recs if r.get("train", {}).get("epochs")})
-    if epochs:
-        dev = sorted({(r.get("provenance") or {}).get("device", "?") for r in recs})
-        paper = row.train.get("paper_epochs")
-        if not row.published.get(column.id):  # nothing published to fall short of: just state the budget
-            tail = "."
-        elif paper:
-            tail = f"; the paper trained {paper}, so the shorter budget may explain a gap."
-        else:
-            tail = "; the paper's training length is not stated, so fewer epochs than the authors used may explain a gap."
-        unit = "epoch" if epochs == [1] else "epochs"
-        out.append(f"{row.label}: trained {', '.join(map(str, epochs))} {unit} on {', '.join(dev)}{tail}")
-    if row.user:
-        out.append(f"{row.label}: a user model evaluated under the same protocol ({r0.get('run_config', {}).get('model')}).")
-    return out

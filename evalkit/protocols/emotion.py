@@ -26,12 +26,11 @@ import torch
 
 from .. import data as ekdata
 from ..devices import choose_device
-from ..errors import EvalkitError
-from ..evaluation import call_capability
+from ..evaluation import class_logits
 from ..measurement import Measurement
 from ..training import ModelRecipe, TrainingRequest
 from .base import Cell, CellResult, Protocol, RunSettings, no_training, register
-from .common import train, training_notes, user_model
+from .common import train, user_model
 from .reconstruction import pair_training_set
 
 #: ``size_by_dataset``: the working size of each face set when ``size`` is not given.
@@ -58,10 +57,8 @@ def score_classifier(model: Any, images: torch.Tensor, labels: np.ndarray, class
     """Per-class accuracy (%) of ``predict_logits`` on ``images``."""
     from ..metrics import per_class_accuracy
 
-    logits = call_capability(model, "predict_logits", images, choose_device(None, model=model), who)
-    if logits.shape[1] < len(classes):
-        raise EvalkitError(f"{who}: predict_logits() gives {logits.shape[1]} scores per image; this data set has {len(classes)} classes")
-    res = per_class_accuracy(logits[:, : len(classes)].numpy(), labels, class_names=classes)
+    logits = class_logits(model, images, len(classes), choose_device(None, model=model), who, where="this data set")
+    res = per_class_accuracy(logits.numpy(), labels, class_names=classes)
     per = {c: 100.0 * float(a) for c, a in zip(classes, res.per_class)}
     return Measurement(
         value=100.0 * float(res.mean),
@@ -141,17 +138,14 @@ def pre_model(row: Any) -> str:
     return row.pipeline_kwargs.get("model", "gasa")
 
 
+#: The measurement schema: what each ``details`` key of a record holds.
+DETAILS = {
+    "per_class": "accuracy (%) per class", "mean_per_class_pct": "their mean (the value)", "overall_accuracy_pct": "accuracy over all test images",
+    "confusion": "confusion matrix (rows: true class)", "classes": "class names in order", "n_test": "test images",
+}
+
+
 EMOTION = register(Protocol(
-    name="emotion",
-    defaults=DEFAULTS,
-    run_cell=run_cell,
-    training=training,
-    pipelines=("model", "gasa-pretrained"),
-    deviation_notes=training_notes,
-    details={
-        "per_class": "accuracy (%) per class", "mean_per_class_pct": "their mean (the value)", "overall_accuracy_pct": "accuracy over all test images",
-        "confusion": "confusion matrix (rows: true class)", "classes": "class names in order", "n_test": "test images",
-    },
-    figures=("curve",),
-    curve_label="mean per-class accuracy (%)",
+    name="emotion", defaults=DEFAULTS, run_cell=run_cell, training=training, pipelines=("model", "gasa-pretrained"),
+    details=DETAILS, figures=("curve",), curve_label="mean per-class accuracy (%)",
 ))

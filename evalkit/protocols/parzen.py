@@ -18,8 +18,8 @@ from ..devices import choose_device
 from ..errors import EvalkitError
 from ..images import to_uint8
 from ..measurement import Measurement
-from .base import Cell, CellResult, Protocol, RunSettings, register
-from .common import figure_only, model_training, sampled_model, training_notes
+from .base import Cell, CellResult, Protocol, RunSettings, register, training_notes
+from .common import figure_only, model_training, sampled_model
 
 DEFAULTS = {
     "n_samples": 10000,
@@ -156,16 +156,8 @@ def sample_provenance(entry: Mapping[str, Any]) -> str:
 
 
 PARZEN = register(Protocol(
-    name="parzen",
-    defaults=DEFAULTS,
-    run_cell=run_cell,
-    training=lambda cell, run: model_training(cell, run),
-    deviation_notes=sample_notes,
-    details=DETAILS,
-    provenance_text=sample_provenance,
-    eval_timing="parzen_s",
-    figures=("samples", "embedding", "style", "curve"),
-    previews=("embed", "style"),
-    samples_per_column=True,
+    name="parzen", defaults=DEFAULTS, run_cell=run_cell, training=lambda cell, run: model_training(cell, run),
+    deviation_notes=sample_notes, details=DETAILS, provenance_text=sample_provenance, eval_timing="parzen_s",
+    figures=("samples", "embedding", "style", "curve"), previews=("embed", "style"), samples_per_column=True,
     curve_label="Parzen log-likelihood (nats)",
 ))

@@ -39,7 +39,7 @@ from ..images import check_images, to_uint8
 from ..measurement import Example, Measurement
 from ..training import TrainingRequest
 from .base import Cell, CellResult, Protocol, RunSettings, no_training, register
-from .common import train, trained_info, training_notes, user_model
+from .common import train, trained_info, user_model
 
 DEFAULTS = {"size": None, "target_fraction": None}
 
@@ -249,20 +249,16 @@ def evaluate_reconstruction(model: Any, dataset: str, *, split: str = "test", da
     }
 
 
+#: The measurement schema: what each ``details`` key of a record holds.
+DETAILS = {
+    "psnr": "PSNR (dB) per test pair", "ssim": "mean SSIM", "ssim_per_pair": "SSIM per test pair", "test_mse": "test MSE",
+    "n_pairs": "test pairs", "task": "the face task", "data": "its description",
+    "curve": "[wall s, CPU s, validation MSE] per epoch", "final_valid_mse": "validation MSE at the last epoch",
+    "target_mse": "the MSE every method is timed to", "time_to_target_s": "training CPU seconds to reach it",
+}
+
+
 RECONSTRUCTION = register(Protocol(
-    name="reconstruction",
-    defaults=DEFAULTS,
-    run_cell=run_cell,
-    training=training,
-    test_data=test_fingerprint,
-    pipelines=("model", "identity"),
-    deviation_notes=training_notes,
-    details={
-        "psnr": "PSNR (dB) per test pair", "ssim": "mean SSIM", "ssim_per_pair": "SSIM per test pair", "test_mse": "test MSE",
-        "n_pairs": "test pairs", "task": "the face task", "data": "its description",
-        "curve": "[wall s, CPU s, validation MSE] per epoch", "final_valid_mse": "validation MSE at the last epoch",
-        "target_mse": "the MSE every method is timed to", "time_to_target_s": "training CPU seconds to reach it",
-    },
-    figures=("panels",),
-    panel_labels=("input", "target"),
+    name="reconstruction", defaults=DEFAULTS, run_cell=run_cell, training=training, test_data=test_fingerprint,
+    pipelines=("model", "identity"), details=DETAILS, figures=("panels",), panel_labels=("input", "target"),
 ))

@@ -29,7 +29,7 @@ from ..images import check_images, to_uint8
 from ..measurement import Example, Measurement
 from ..training import TrainingRequest
 from .base import Cell, CellResult, Protocol, RunSettings, no_training, register
-from .common import train, trained_info, training_notes, user_model
+from .common import train, trained_info, user_model
 
 GROUPS = ("natural", "faces")
 
@@ -197,21 +197,17 @@ def run_cell(cell: Cell, run: RunSettings, log: Callable[[str], None]) -> CellRe
     return CellResult(m, loaded, info)
 
 
+#: The measurement schema: what each ``details`` key of a record holds.
+DETAILS = {
+    "psnr": "PSNR (dB) per test image", "ssim": "mean SSIM", "ssim_per_image": "SSIM per test image",
+    "input_psnr": "PSNR of the degraded input (not for SR)", "n_images": "test images", "channel": "rgb or y",
+    "crop_border": "pixels cropped before scoring", "degradation": "the task's parameters", "degradation_seed": "noise seed",
+    "method": "the restorer or model", "data": "the image group",
+}
+
+
 RESTORATION = register(Protocol(
-    name="restoration",
-    defaults=DEFAULTS,
-    run_cell=run_cell,
-    training=training,
-    test_data=test_fingerprint,
-    applies_to=applicable,
-    pipelines=("model", "baseline"),
-    deviation_notes=training_notes,
-    details={
-        "psnr": "PSNR (dB) per test image", "ssim": "mean SSIM", "ssim_per_image": "SSIM per test image",
-        "input_psnr": "PSNR of the degraded input (not for SR)", "n_images": "test images", "channel": "rgb or y",
-        "crop_border": "pixels cropped before scoring", "degradation": "the task's parameters", "degradation_seed": "noise seed",
-        "method": "the restorer or model", "data": "the image group",
-    },
-    figures=("panels",),
+    name="restoration", defaults=DEFAULTS, run_cell=run_cell, training=training, test_data=test_fingerprint,
+    applies_to=applicable, pipelines=("model", "baseline"), details=DETAILS, figures=("panels",),
     panel_labels=("degraded input", "original"),
 ))

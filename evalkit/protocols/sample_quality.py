@@ -98,23 +98,19 @@ def run_cell(cell: Cell, run: RunSettings, log: Callable[[str], None]) -> CellRe
     return CellResult(m, loaded, info, model)
 
 
+#: The measurement schema: what each ``details`` key of a record holds.
+DETAILS = {
+    "parzen_ll": "the Parzen value again (the Parzen details are kept too)", "fd": "Fréchet distance in feature space",
+    "kid_mean": "kernel inception distance, mean over subsets", "kid_std": "its std over subsets", "kid_x1000": "kid_mean x 1000",
+    "precision": "precision (k nearest neighbours)", "recall": "recall (k nearest neighbours)",
+    "mode_counts": "samples per class of the feature network", "modes_covered": "classes with at least one sample",
+    "mode_kl": "KL of the class histogram from uniform", "feature_net": "key of the feature network",
+}
+
+
 SAMPLE_QUALITY = register(Protocol(
-    name="sample-quality",
-    defaults=DEFAULTS,
-    run_cell=run_cell,
-    training=lambda cell, run: model_training(cell, run),
-    pipelines=("model", "real-data"),
-    deviation_notes=sample_notes,
-    details={
-        "parzen_ll": "the Parzen value again (the Parzen details are kept too)", "fd": "Fréchet distance in feature space",
-        "kid_mean": "kernel inception distance, mean over subsets", "kid_std": "its std over subsets", "kid_x1000": "kid_mean x 1000",
-        "precision": "precision (k nearest neighbours)", "recall": "recall (k nearest neighbours)",
-        "mode_counts": "samples per class of the feature network", "modes_covered": "classes with at least one sample",
-        "mode_kl": "KL of the class histogram from uniform", "feature_net": "key of the feature network",
-    },
-    provenance_text=sample_provenance,
-    eval_timing="parzen_s",
-    figures=("samples", "embedding", "style", "curve"),
-    previews=("sample", "embed", "style"),
+    name="sample-quality", defaults=DEFAULTS, run_cell=run_cell, training=lambda cell, run: model_training(cell, run),
+    pipelines=("model", "real-data"), deviation_notes=sample_notes, details=DETAILS, provenance_text=sample_provenance,
+    eval_timing="parzen_s", figures=("samples", "embedding", "style", "curve"), previews=("sample", "embed", "style"),
     curve_label="value",
 ))

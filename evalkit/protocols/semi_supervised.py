@@ -15,10 +15,10 @@ import numpy as np
 from .. import data as ekdata
 from ..devices import choose_device
 from ..errors import EvalkitError
-from ..evaluation import call_capability
+from ..evaluation import call_capability, class_logits
 from ..measurement import Measurement
 from .base import Cell, CellResult, Protocol, RunSettings, register
-from .common import figure_only, model_training, sampled_model, training_notes
+from .common import figure_only, model_training, sampled_model
 
 DEFAULTS = {"train_split": "train", "test_split": "test", "value": "error", "n_classes": 10, "n_labels": 0, "label_seed": 0}
 
@@ -58,11 +58,8 @@ def evaluate_classifier(
     dev = choose_device(device, model=model)
     test = ekdata.load(dataset, p["test_split"], data_dir=data_dir)
     t0 = time.perf_counter()
-    logits = call_capability(model, "predict_logits", test.tensor(), dev, who)
-    k = int(p["n_classes"])
-    if logits.shape[1] < k:
-        raise EvalkitError(f"{who}: predict_logits() gives {logits.shape[1]} scores per image; this protocol has {k} classes")
-    out = classification_fields(logits[:, :k].numpy(), np.asarray(test.labels), p["value"])
+    logits = class_logits(model, test.tensor(), int(p["n_classes"]), dev, who)
+    out = classification_fields(logits.numpy(), np.asarray(test.labels), p["value"])
     out.data = {"dataset": dataset, "test": test.fingerprint}
     out.timings = {"eval_s": time.perf_counter() - t0}
     return out
@@ -177,22 +174,18 @@ def provenance_text(entry: Mapping[str, Any]) -> str:
     return text
 
 
+#: The measurement schema: what each ``details`` key of a record holds.
+DETAILS = {
+    "error": "test error (fraction)", "accuracy": "1 - error", "n_errors": "misclassified test images",
+    "per_class_accuracy": "accuracy per class", "mean_class_accuracy": "their mean",
+    "n_labels": "size of the labelled subset", "labelled_subset": "its fingerprint", "label_seed": "the seed it was drawn with",
+    "svm": "SVM settings (svm-on-codes rows)", "code_dim": "code size (svm-on-codes rows)",
+}
+
+
 SEMI_SUPERVISED = register(Protocol(
-    name="semi-supervised",
-    defaults=DEFAULTS,
-    run_cell=run_cell,
-    training=training,
-    pipelines=("model", "svm-on-codes"),
-    deviation_notes=training_notes,
-    details={
-        "error": "test error (fraction)", "accuracy": "1 - error", "n_errors": "misclassified test images",
-        "per_class_accuracy": "accuracy per class", "mean_class_accuracy": "their mean",
-        "n_labels": "size of the labelled subset", "labelled_subset": "its fingerprint", "label_seed": "the seed it was drawn with",
-        "svm": "SVM settings (svm-on-codes rows)", "code_dim": "code size (svm-on-codes rows)",
-    },
-    higher_is_better=lambda settings: settings.get("value", "error") != "error",
-    provenance_text=provenance_text,
-    figures=("samples", "embedding", "style", "curve"),
-    previews=("sample", "embed", "style"),
-    curve_label="test error / accuracy",
+    name="semi-supervised", defaults=DEFAULTS, run_cell=run_cell, training=training, pipelines=("model", "svm-on-codes"),
+    details=DETAILS, higher_is_better=lambda settings: settings.get("value", "error") != "error",
+    provenance_text=provenance_text, figures=("samples", "embedding", "style", "curve"),
+    previews=("sample", "embed", "style"), curve_label="test error / accuracy",
 ))

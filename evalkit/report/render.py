@@ -31,6 +31,8 @@ def _pub_flags(t: Table) -> list[bool]:
 
 
 def to_markdown(t: Table, *, figures: list[tuple[str, str]] = ()) -> str:
+    """The table as Markdown: header, rows, the best value in bold, notes, figures (those showing
+    data-set images listed, not linked) and the provenance block."""
     head = [t.corner]
     pubs = _pub_flags(t)
     for (_, pub, rep), show in zip(t.columns, pubs):
@@ -76,11 +78,13 @@ _TEX = str.maketrans({"&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$"
 
 
 def tex_escape(s: str) -> str:
+    """``s`` with LaTeX's special characters escaped and ±, —, →, σ in math or text form."""
     s = s.translate(_TEX)
     return s.replace("±", r"$\pm$").replace("—", "---").replace("→", r"$\to$").replace("σ", r"$\sigma$")
 
 
 def to_latex(t: Table) -> str:
+    """The table as a booktabs LaTeX ``table`` (notes in the caption), provenance as comments."""
     pubs = _pub_flags(t)
     lines = [
         f"% {t.title}",

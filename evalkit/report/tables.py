@@ -22,6 +22,8 @@ DASH = "—"
 
 @dataclass
 class Cell:
+    """One cell of a table: the published and the reproduced text, the mean for ranking, footnote numbers."""
+
     published: Optional[str] = None
     reproduced: Optional[str] = None
     value: Optional[float] = None  # reproduced mean, for ranking
@@ -33,6 +35,8 @@ class Cell:
 
 @dataclass
 class Table:
+    """A comparison table ready to render: columns, rows of cells, footnotes, provenance."""
+
     title: str
     benchmark: str
     source: str
@@ -58,6 +62,7 @@ def transpose(t: Table, corner: str) -> Table:
 
 
 def fmt_number(v: float, pm: Optional[float] = None, digits: Optional[int] = None) -> str:
+    """``v`` (± ``pm``) with ``digits`` decimals (default: 1 from 10 up, else 2); a dash for no value."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return DASH
     if digits is None:
@@ -253,7 +258,7 @@ def build_table(bench: Benchmark, records: list[dict]) -> Table:
     return transpose(table, bench.transpose) if bench.transpose else table
 
 
-def record_field(rec: dict, name: str):
+def record_field(rec: dict, name: str) -> Any:
     """``value`` or a nested ``details.<key>`` of a record (None when absent)."""
     cur = rec
     for part in name.split("."):
