@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from . import protocols
 from .errors import EvalkitError
 from .paths import safe_name
-
-KNOWN_METRICS = {"parzen", "semi-supervised", "clustering", "restoration", "sample-quality", "reconstruction", "emotion"}
 
 
 def benchmarks_dir() -> Path:
@@ -28,6 +27,9 @@ def benchmarks_dir() -> Path:
 
 @dataclass
 class Column:
+    """One column of a spec's table: a data set and the protocol entries that differ on it, or a
+    field of another column's records (``source``)."""
+
     id: str
     label: str
     dataset: str
@@ -43,20 +45,23 @@ class Column:
     relative_to_row: Optional[str] = None  # a derived column: per seed, this row's field / that row's field
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Row:
+    """One row of a spec's table: a reference model with its training settings, a pipeline, a
+    user model added on the command line, or published values only. Built by keyword only."""
+
     id: str
     label: str
-    model: Optional[str]  # reference model registry name; None = published only
-    model_kwargs: dict
-    model_by_dataset: dict
-    train: dict
-    published: dict  # column id -> [value, pm?]
-    published_notes: dict
+    model: Optional[str] = None  # reference model registry name; None = published only
+    model_kwargs: dict = field(default_factory=dict)
+    model_by_dataset: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    published: dict = field(default_factory=dict)  # column id -> [value, pm?]
+    published_notes: dict = field(default_factory=dict)
     footnote: Optional[str] = None
     user: bool = False  # added with --model on the command line
     checkpoint: Optional[str] = None
-    pipeline: str = "model"  # how the row is evaluated (see evalkit.runner.PIPELINES)
+    pipeline: str = "model"  # how the row is evaluated (one of its protocol's ``pipelines``)
     pipeline_kwargs: dict = field(default_factory=dict)
     skip_columns: list = field(default_factory=list)  # columns this row is not run on (footnoted)
     skip_notes: dict = field(default_factory=dict)  # column id -> why
@@ -66,6 +71,7 @@ class Row:
     train_by_dataset: dict = field(default_factory=dict)  # dataset -> training settings overriding ``train``
 
     def kwargs_for(self, dataset: str) -> dict:
+        """Constructor arguments on ``dataset``: ``model_kwargs`` with ``[rows.model_by_dataset.<dataset>]`` on top."""
         return {**self.model_kwargs, **self.model_by_dataset.get(dataset, {})}
 
     def train_for(self, dataset: str) -> dict:
@@ -76,6 +82,8 @@ class Row:
 
 @dataclass
 class Benchmark:
+    """A parsed spec: one published table, its protocol, columns, rows and report settings."""
+
     name: str
     title: str
     metric: str
@@ -95,28 +103,38 @@ class Benchmark:
     transpose: str = ""  # non-empty: render rows = columns (this is the label column's header), columns = rows
 
     def column(self, cid: str) -> Column:
+        """The column with id ``cid`` (an error lists the ids)."""
         for c in self.columns:
             if c.id == cid:
                 return c
         raise EvalkitError(f"benchmark {self.name!r} has no column {cid!r}; columns: {', '.join(c.id for c in self.columns)}")
 
     def row(self, rid: str) -> Row:
+        """The row with id ``rid`` (an error lists the ids)."""
         for r in self.rows:
             if r.id == rid:
                 return r
         raise EvalkitError(f"benchmark {self.name!r} has no row {rid!r}; rows: {', '.join(r.id for r in self.rows)}")
 
     def protocol_for(self, column: Column) -> dict:
+        """The spec's protocol table for ``column`` (the column's entries over the spec's): what the cell key hashes."""
         return {**self.protocol, **column.protocol}
 
+    def settings_for(self, column: Column) -> dict:
+        """:meth:`protocol_for` with the protocol's defaults under it: what evaluation reads."""
+        return protocols.get(self.metric).settings(self.protocol_for(column))
 
-def _need(d: dict, key: str, where: str):
+
+def _need(d: dict, key: str, where: str) -> Any:
     if key not in d:
         raise EvalkitError(f"{where}: missing required key {key!r}")
     return d[key]
 
 
 def parse(data: dict, path: Optional[Path] = None) -> Benchmark:
+    """A :class:`Benchmark` from a spec's TOML table, every name and id checked; ``metric`` must
+    name a registered protocol (:mod:`evalkit.protocols`), whose direction (``higher_is_better``)
+    applies where the spec gives none."""
     where = str(path or "benchmark spec")
     # Names and ids become file names (result store, previews, figures): checked first, before anything runs.
     safe_name(_need(data, "name", where), what=f"{where}: benchmark name")
@@ -127,8 +145,9 @@ def parse(data: dict, path: Optional[Path] = None) -> Benchmark:
     for r in data.get("rows", []):
         safe_name(_need(r, "id", f"{where} [[rows]]"), what=f"{where}: row id")
     metric = _need(data, "metric", where)
-    if metric not in KNOWN_METRICS:
-        raise EvalkitError(f"{where}: unknown metric {metric!r}; known: {', '.join(sorted(KNOWN_METRICS))}")
+    if metric not in protocols.names():
+        raise EvalkitError(f"{where}: unknown metric {metric!r}; known: {', '.join(protocols.names())}")
+    protocol = protocols.get(metric)
     cols = [
         Column(
             id=_need(c, "id", f"{where} [[columns]]"),
@@ -193,7 +212,7 @@ def parse(data: dict, path: Optional[Path] = None) -> Benchmark:
         name=_need(data, "name", where),
         title=data.get("title", data["name"]),
         metric=metric,
-        higher_is_better=bool(data.get("higher_is_better", True)),
+        higher_is_better=bool(data.get("higher_is_better", protocol.higher_is_better(protocol.settings(data.get("protocol", {}))))),
         source=data.get("source", ""),
         pm=data.get("pm", ""),
         protocol=dict(data.get("protocol", {})),
@@ -248,7 +267,7 @@ def _read_toml(p: Path) -> dict:
         raise EvalkitError(f"{p}: invalid TOML: {e}") from e
 
 
-def load_spec(name_or_path: str):
+def load_spec(name_or_path: str) -> "Benchmark | Suite":
     """A :class:`Benchmark`, or a :class:`Suite` when the TOML lists ``parts``."""
     p = _spec_path(name_or_path)
     data = _read_toml(p)
@@ -279,9 +298,11 @@ def load_benchmark(name_or_path: str) -> Benchmark:
 
 
 def available() -> list[str]:
+    """The names of the specs in the benchmarks folder."""
     d = benchmarks_dir()
     return sorted(p.stem for p in d.glob("*.toml")) if d.exists() else []
 
 
 def published_value(row: Row, column_id: str) -> Optional[list[Any]]:
+    """The published [value, pm?] of a row's column, or None."""
     return row.published.get(column_id)

@@ -102,7 +102,7 @@ def run(benchmark, rows, columns, user_model, checkpoint, label, no_report, seed
             continue
         if user_model:
             rid = "user:" + (label or Path(user_model).stem if user_model.endswith(".pt") else user_model)
-            bench.rows.append(Row(rid, label or user_model, user_model, {}, {}, {}, {}, {}, user=True, checkpoint=checkpoint))
+            bench.rows.append(Row(id=rid, label=label or user_model, model=user_model, user=True, checkpoint=checkpoint))
             part_rows = (part_rows or [r.id for r in bench.rows if (r.model or r.pipeline != "model") and not r.user]) + [rid]
         plan.append((bench, part_rows, part_cols))
     if benchmark is None:

@@ -3,11 +3,28 @@ clustering, restoration, emotion, reconstruction). Registered on ``evalkit`` by 
 from __future__ import annotations
 
 import json
+from typing import Any, Optional
 
 import click
 
 from .cli_common import NON_NEGATIVE, POSITIVE, check_device
 from .cli_common import friendly_errors as _friendly_errors
+from .protocols.emotion import DEFAULTS as EMOTION
+from .protocols.parzen import DEFAULTS as PARZEN
+
+
+def _load(spec: str, checkpoint: Optional[str], device: Optional[str]) -> Any:
+    """The user's model (``--model`` / ``--checkpoint``) on ``device`` (default: CUDA when present)."""
+    from .checkpoints import load_model
+    from .devices import choose_device
+
+    return load_model(spec, checkpoint, choose_device(device))
+
+
+def _result(spec: str, checkpoint: Optional[str], loaded: Any, fields: dict, **extra: Any) -> dict:
+    """What every ``evalkit eval`` command prints with ``--json``: the model, its checkpoint and
+    its sha256, then the measurement's fields."""
+    return {"model": spec, "checkpoint": checkpoint, "checkpoint_sha256": loaded.checkpoint_sha256, **extra, **fields}
 
 
 @click.group(name="eval")
@@ -19,8 +36,8 @@ def eval_group():
 @click.option("--model", "spec", required=True, help="Model spec: reference name, pkg.mod:factory, or a TorchScript / evalkit .pt file.")
 @click.option("--checkpoint", default=None, help="Weights (state dict or evalkit checkpoint).")
 @click.option("--dataset", default="mnist", show_default=True, help="Data set of the protocol (mnist, fashion-mnist, olivetti, digits).")
-@click.option("--n-samples", type=POSITIVE, default=10000, show_default=True)
-@click.option("--valid-limit", type=NON_NEGATIVE, default=1000, show_default=True, help="First N validation images choose sigma (0: all).")
+@click.option("--n-samples", type=POSITIVE, default=PARZEN["n_samples"], show_default=True)
+@click.option("--valid-limit", type=NON_NEGATIVE, default=PARZEN["valid_limit"], show_default=True, help="First N validation images choose sigma (0: all).")
 @click.option("--sigma", type=click.FloatRange(min=0, min_open=True), default=None, help="Fix sigma instead of cross-validating it.")
 @click.option("--seed", type=NON_NEGATIVE, default=0, show_default=True)
 @click.option("--device", default=None, callback=check_device, help="cpu, cuda, cuda:1 ... (default: CUDA when present).")
@@ -29,17 +46,16 @@ def eval_group():
 @_friendly_errors
 def eval_parzen(spec, checkpoint, dataset, n_samples, valid_limit, sigma, seed, device, data_dir, as_json):
     """Gaussian Parzen log-likelihood of a user model (GAN paper protocol)."""
-    from .checkpoints import load_model
-    from .evaluation import evaluate_parzen
-    from reference_models.training import pick_device
+    import math
 
-    loaded = load_model(spec, checkpoint, pick_device(device))
-    protocol = {"n_samples": n_samples, "valid_limit": valid_limit, "valid_split": "valid", "test_split": "test", "sample_seed": 1234}
+    from .protocols.parzen import evaluate_parzen
+
+    loaded = _load(spec, checkpoint, device)
+    protocol = {**PARZEN, "n_samples": n_samples, "valid_limit": valid_limit}
     if sigma is not None:
-        protocol["sigma_grid"] = [float(__import__("math").log10(sigma))] * 2 + [1]
-    m = evaluate_parzen(loaded.model, dataset=dataset, protocol=protocol, seed=seed, data_dir=data_dir, device=device, who=f"model {spec}")
-    m = {k: v for k, v in m.items() if not k.startswith("_")}
-    out = {"model": spec, "checkpoint": checkpoint, "checkpoint_sha256": loaded.checkpoint_sha256, **m}
+        protocol["sigma_grid"] = [float(math.log10(sigma))] * 2 + [1]
+    m = evaluate_parzen(loaded.model, dataset=dataset, protocol=protocol, seed=seed, data_dir=data_dir, device=device, who=f"model {spec}").fields()
+    out = _result(spec, checkpoint, loaded, m)
     if as_json:
         click.echo(json.dumps(out, indent=2, default=float))
     else:
@@ -71,16 +87,15 @@ def eval_semi(spec, checkpoint, n_labels, label_seed, dataset, device, data_dir,
     by a seeded permutation: export its indices with `evalkit data subset` and train on
     those labels only; the test split is never used for training or model selection.
     """
-    from .checkpoints import load_model
     from .data import labelled_subset, load, subset_fingerprint
-    from .evaluation import evaluate_classifier
-    from reference_models.training import pick_device
+    from .protocols.semi_supervised import evaluate_classifier
 
-    loaded = load_model(spec, checkpoint, pick_device(device))
+    loaded = _load(spec, checkpoint, device)
     keep = labelled_subset(load(dataset, "train", data_dir=data_dir).labels, n_labels, label_seed)
-    m = evaluate_classifier(loaded.model, dataset=dataset, protocol={"test_split": "test"}, data_dir=data_dir, device=device, who=f"model {spec}")
-    m["details"].update(n_labels=int(keep.size), labelled_subset=subset_fingerprint(keep), label_seed=label_seed)
-    out = {"model": spec, "checkpoint": checkpoint, "checkpoint_sha256": loaded.checkpoint_sha256, **m}
+    m = evaluate_classifier(loaded.model, dataset=dataset, protocol={}, data_dir=data_dir, device=device, who=f"model {spec}")
+    m.details.update(n_labels=int(keep.size), labelled_subset=subset_fingerprint(keep), label_seed=label_seed)
+    m = m.fields()
+    out = _result(spec, checkpoint, loaded, m)
     d = m["details"]
     _print_or_json(
         out, as_json,
@@ -101,13 +116,11 @@ def eval_semi(spec, checkpoint, n_labels, label_seed, dataset, device, data_dir,
 @_friendly_errors
 def eval_clustering(spec, checkpoint, dataset, reference, device, data_dir, as_json):
     """Unsupervised cluster-assignment error of a user clusterer (AAE paper Table 3 protocol)."""
-    from .checkpoints import load_model
-    from .evaluation import evaluate_clusterer
-    from reference_models.training import pick_device
+    from .protocols.clustering import evaluate_clusterer
 
-    loaded = load_model(spec, checkpoint, pick_device(device))
-    m = evaluate_clusterer(loaded.model, dataset=dataset, protocol={"reference": reference}, data_dir=data_dir, device=device, who=f"model {spec}")
-    out = {"model": spec, "checkpoint": checkpoint, "checkpoint_sha256": loaded.checkpoint_sha256, **m}
+    loaded = _load(spec, checkpoint, device)
+    m = evaluate_clusterer(loaded.model, dataset=dataset, protocol={"reference": reference}, data_dir=data_dir, device=device, who=f"model {spec}").fields()
+    out = _result(spec, checkpoint, loaded, m)
     d = m["details"]
     _print_or_json(
         out, as_json,
@@ -131,12 +144,10 @@ def eval_clustering(spec, checkpoint, dataset, reference, device, data_dir, as_j
 def eval_restoration(spec, checkpoint, task, dataset, seed, channel, crop_border, device, data_dir, as_json):
     """PSNR / SSIM of a user restorer on a test set under a named degradation (the restoration table's protocol)."""
     from .baselines import DEGRADATIONS
-    from .checkpoints import load_model
     from .data import load
+    from .devices import choose_device
     from .errors import EvalkitError
-    from .restoration import evaluate_restoration
-    from .restoration import GROUPS, group_data
-    from reference_models.training import pick_device
+    from .protocols.restoration import GROUPS, evaluate_restoration, group_data
 
     if task not in DEGRADATIONS:
         raise EvalkitError(f"unknown task {task!r}; choose one of {', '.join(DEGRADATIONS)}")
@@ -146,16 +157,15 @@ def eval_restoration(spec, checkpoint, task, dataset, seed, channel, crop_border
     else:
         test = load(dataset, "test", data_dir=data_dir)
         images = [test.tensor(i) for i in range(len(test))] if hasattr(test, "files") else [test.tensor()[i : i + 1] for i in range(len(test))]
-    loaded = load_model(spec, checkpoint, pick_device(device))
+    loaded = _load(spec, checkpoint, device)
     if not callable(getattr(loaded.model, "restore", None)):
         raise EvalkitError(f"model {spec}: {type(loaded.model).__name__} has no restore(y) method, which this protocol needs")
-    dev = pick_device(device)
+    dev = choose_device(device)
     border = deg.scale if crop_border is None and deg.kind == "sr" else (crop_border or 0)
     m = evaluate_restoration(
         lambda y: loaded.model.restore(y.to(dev)), images, deg, seed=seed, channel=channel, crop_border=border, who=f"model {spec}"
-    )
-    m.pop("_example")
-    out = {"model": spec, "checkpoint": checkpoint, "checkpoint_sha256": loaded.checkpoint_sha256, "dataset": dataset, **m}
+    ).fields()
+    out = _result(spec, checkpoint, loaded, m, dataset=dataset)
     d = m["details"]
     _print_or_json(
         out, as_json,
@@ -167,7 +177,7 @@ def eval_restoration(spec, checkpoint, task, dataset, seed, channel, crop_border
 @eval_group.command(name="emotion")
 @click.option("--model", "spec", required=True, help="Model spec offering predict_logits(x) -> [N, 7]: reference name, pkg.mod:factory, or a .pt file.")
 @click.option("--checkpoint", default=None, help="Weights (state dict or evalkit checkpoint).")
-@click.option("--dataset", type=click.Choice(["ckplus48", "jaffe"]), default="ckplus48", show_default=True)
+@click.option("--dataset", type=click.Choice(sorted(EMOTION["size_by_dataset"])), default="ckplus48", show_default=True)
 @click.option("--size", type=POSITIVE, default=None, help="Square input size (default: the emotion table's, 48 for ckplus48, 64 for jaffe).")
 @click.option("--device", default=None, callback=check_device, help="cpu, cuda, cuda:1 ... (default: CUDA when present).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
@@ -179,16 +189,15 @@ def eval_emotion(spec, checkpoint, dataset, size, device, data_dir, as_json):
     Images are gray, centre-cropped and resized to SIZE, in [0, 1]; the test subjects are never
     in the training split (`evalkit.data.load(dataset, "train")` is what a model may train on).
     """
-    from .checkpoints import load_model
-    from .emotion import emotion_split, score_classifier
-    from reference_models.training import pick_device
+    from .protocols.emotion import emotion_split, score_classifier, working_size
 
-    size = size or {"ckplus48": 48, "jaffe": 64}[dataset]
-    loaded = load_model(spec, checkpoint, pick_device(device))
-    x, y, classes, fp = emotion_split(dataset, "test", size, data_dir)
+    size = working_size(dataset, size)
+    loaded = _load(spec, checkpoint, device)
+    x, y, classes, fp = emotion_split(dataset, EMOTION["test_split"], size, data_dir)
     m = score_classifier(loaded.model, x, y, classes, f"model {spec}")
-    m["data"] = {"dataset": dataset, "test": fp, "size": size}
-    out = {"model": spec, "checkpoint": checkpoint, "checkpoint_sha256": loaded.checkpoint_sha256, **m}
+    m.data = {"dataset": dataset, "test": fp, "size": size}
+    m = m.fields()
+    out = _result(spec, checkpoint, loaded, m)
     per = ", ".join(f"{c} {v:.1f}" for c, v in m["details"]["per_class"].items())
     _print_or_json(out, as_json, f"{dataset} test subjects ({m['details']['n_test']} images, {size}x{size}): mean per-emotion accuracy "
                    f"{m['value']:.2f}% (overall {m['details']['overall_accuracy_pct']:.2f}%); {per}")
@@ -209,13 +218,11 @@ def eval_emotion(spec, checkpoint, dataset, size, device, data_dir, as_json):
 def eval_reconstruction(spec, checkpoint, dataset, split, size, limit, device, data_dir, as_json):
     """PSNR / SSIM / MSE of a model's reconstructions: an autoencoder on an image set (sparse,
     denoising, contractive AE, VAE, AAE ...) or an image-to-image model on a face task."""
-    from .checkpoints import load_model
-    from .reconstruction import evaluate_reconstruction
-    from reference_models.training import pick_device
+    from .protocols.reconstruction import evaluate_reconstruction
 
-    loaded = load_model(spec, checkpoint, pick_device(device))
+    loaded = _load(spec, checkpoint, device)
     m = evaluate_reconstruction(loaded.model, dataset, split=split, data_dir=data_dir, size=size, limit=limit, who=f"model {spec}")
-    out = {"model": spec, "checkpoint": checkpoint, "checkpoint_sha256": loaded.checkpoint_sha256, **m}
+    out = _result(spec, checkpoint, loaded, m)
     d = m["details"]
     what = "input -> target pairs" if d["kind"] == "paired" else "images, target = input"
     _print_or_json(out, as_json, f"{dataset} {split} ({d['n_test']} {what}): PSNR {d['psnr']:.2f} dB, "

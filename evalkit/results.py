@@ -17,7 +17,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Any, Callable, Hashable, Iterable, Optional
 
 try:
     import fcntl
@@ -41,11 +41,13 @@ class ResultStore:
         self.root = Path(root)
 
     def path(self, benchmark: str) -> Path:
+        """``<root>/<benchmark>.jsonl`` (the name checked as a safe file name)."""
         from .paths import inside, safe_name
 
         return inside(self.root, safe_name(benchmark, what="benchmark name (result store)") + ".jsonl")
 
     def append(self, record: dict) -> None:
+        """Append one record as one line (schema added), written whole and synced, under a file lock."""
         if "benchmark" not in record or "key" not in record:
             raise ValueError("a result record needs 'benchmark' and 'key'")
         record = {"schema": SCHEMA, **record}
@@ -96,12 +98,10 @@ class ResultStore:
 
     def latest(self, benchmark: str) -> dict[str, dict]:
         """Newest record per key."""
-        out: dict[str, dict] = {}
-        for r in self.records(benchmark):
-            out[r["key"]] = r
-        return out
+        return newest(self.records(benchmark), by=lambda r: r["key"])
 
     def has(self, benchmark: str, key: str) -> bool:
+        """Whether a record with ``key`` is in the store."""
         return key in self.latest(benchmark)
 
 
@@ -183,15 +183,33 @@ def _jsonable(o):
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
-def select(records: Iterable[dict], **match) -> list[dict]:
+def select(records: Iterable[dict], **match: Any) -> list[dict]:
+    """The records whose fields equal ``match``."""
     return [r for r in records if all(r.get(k) == v for k, v in match.items())]
+
+
+def cell_of(record: dict) -> tuple:
+    """(row, column, seed) of a record: the cell it measured, whatever its configuration."""
+    return (record["row"], record["column"], record["seed"])
+
+
+def newest(records: Iterable[dict], by: Callable[[dict], Hashable] = cell_of) -> dict:
+    """The newest record per ``by(record)`` (default: per cell), in the order first seen. The
+    store only appends, so the newest record of a group is the last one read."""
+    out: dict = {}
+    for r in records:
+        out[by(r)] = r
+    return out
 
 
 def newest_per_cell(records: Iterable[dict], prefer_config: Optional[str] = None) -> list[dict]:
     """For each (row, column, seed), the newest record (optionally restricted to one config)."""
-    best: dict[tuple, dict] = {}
+    return list(newest(r for r in records if not prefer_config or r.get("config") == prefer_config).values())
+
+
+def record_counts(records: Iterable[dict]) -> dict[str, int]:
+    """How many records there are per key."""
+    counts: dict[str, int] = {}
     for r in records:
-        if prefer_config and r.get("config") != prefer_config:
-            continue
-        best[(r["row"], r["column"], r["seed"])] = r
-    return list(best.values())
+        counts[r["key"]] = counts.get(r["key"], 0) + 1
+    return counts

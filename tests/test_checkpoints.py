@@ -21,7 +21,7 @@ from evalkit.checkpoints import (
     run_dir,
 )
 from evalkit.errors import EvalkitError
-from evalkit.runner import draw_samples
+from evalkit.evaluation import draw_samples
 from reference_models.gan import GAN
 from reference_models.training import TrainConfig, fit
 

@@ -204,7 +204,7 @@ def test_a_cell_held_elsewhere_is_put_off_and_not_redone_once_recorded(tiny_toml
                 "config": key_of(row_id).rsplit("/", 1)[1], "value": value, "pm": 0.1}
 
     ran = []
-    monkeypatch.setattr(runner, "run_cell", lambda bench, row, *a, **kw: (ran.append(row.id), fake(row.id, 1.0))[1])
+    monkeypatch.setattr(runner, "run_cell", lambda cell, *a, **kw: (ran.append(cell.row.id), fake(cell.row.id, 1.0))[1])
     holder = _holder(cell_lock(opts.results_dir, bench.name, key_of("gan")).path, opts.results_dir)
     said: list[str] = []
     out: list = []

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from evalkit.data import DataError, ImageList, ImageSet, fetch, load, restoration_split, verify
-from evalkit.data import checksums as cksums
+from evalkit.data import manifests as cksums
 from evalkit.data import faces as facemod
 from evalkit.data import registry
 from evalkit.data import restoration as restmod
@@ -348,7 +348,7 @@ def test_real_checksums_match_sha256sums():
         digest, path = line.split("  ", 1)
         listed[path] = digest
     n = 0
-    for folder, under in cksums.MANIFESTS:  # each pin = the manifest of the files SHA256SUMS lists
+    for folder, under in cksums.pinned():  # each pin = the manifest of the files SHA256SUMS lists
         names = cksums.files(folder, under)
         n += len(names)
         assert cksums.manifest(folder, under) == manifest_digest({fn: listed[f"{folder}/{fn}"] for fn in names})
@@ -554,3 +554,18 @@ def test_real_corrupt_copy_is_refused(tmp_path):
     assert str(d) in str(e.value) and registry.DATASETS["set5"].manifest in str(e.value)
     st = verify(data_dir=tmp_path, names=["set5"])
     assert [x.status for x in st] == ["ok"] * 5 + ["corrupt"] and st[-1].expected == registry.DATASETS["set5"].manifest
+
+
+def test_manifests_are_package_data_read_through_importlib_resources():
+    """The pins are a JSON file shipped inside the package (pyproject's package-data), not code."""
+    import json
+    import tomllib
+    from importlib import resources
+    from pathlib import Path
+
+    text = resources.files("evalkit.data").joinpath("manifests.json").read_text(encoding="utf-8")
+    pins = json.loads(text)["manifests"]
+    assert len(pins) == len(cksums.pinned()) and all(len(p["digest"]) == 64 and p["files"] == sorted(p["files"]) for p in pins)
+    assert cksums.files("Set5")[0].endswith(".bmp") and len(cksums.manifest("Set5")) == 64
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert "manifests.json" in pyproject["tool"]["setuptools"]["package-data"]["evalkit.data"]

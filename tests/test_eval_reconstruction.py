@@ -85,7 +85,7 @@ def test_paired_face_task_scores_restore_against_the_target():
     psnr_input, ssim_input = _psnr_ssim_direct(pairs.inputs.numpy(), pairs.targets.numpy())
     assert out["value"] < psnr_input
     # and the identity map through the same scorer gives the input's PSNR / SSIM (the table's 'input' row)
-    from evalkit.reconstruction import score_pairs
+    from evalkit.protocols.reconstruction import score_pairs
 
     ident = score_pairs(lambda y: y, pairs.inputs, pairs.targets, "identity")
     assert np.mean(ident["psnr"]) == pytest.approx(psnr_input, abs=1e-3)

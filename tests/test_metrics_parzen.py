@@ -213,7 +213,7 @@ _DIST_SCRIPT = textwrap.dedent(
     import torch.multiprocessing as mp
     sys.path.insert(0, {root!r})
     from evalkit.metrics import parzen_log_likelihood
-    from evalkit.metrics import parzen as parzen_mod
+    from evalkit.metrics import parzen_kernel as parzen_mod  # where the sample chunks are read
 
     def work(rank, world, port, q):
         os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))

@@ -12,6 +12,8 @@ import torch
 from scipy.special import logsumexp
 
 from evalkit import evaluation
+from evalkit.images import to_uint8
+from evalkit.protocols.parzen import evaluate_parzen
 from evalkit import data as ekdata
 from evalkit.errors import EvalkitError
 from evalkit.metrics.parzen import DEFAULT_SIGMAS, ParzenAccumulator, parzen_log_likelihood
@@ -140,7 +142,7 @@ class FakeSampler:
 
 
 def run_parzen(model, n=1000, **kw):
-    return evaluation.evaluate_parzen(model, dataset="digits", protocol={**PROTOCOL, "n_samples": n}, seed=0,
+    return evaluate_parzen(model, dataset="digits", protocol={**PROTOCOL, "n_samples": n}, seed=0,
                                       device="cpu", progress=False, who="model fake", **kw)
 
 
@@ -152,8 +154,8 @@ def test_evaluation_streams_samples(monkeypatch):
     # no earlier chunk is referenced any more when the next one is drawn: at most one chunk alive
     assert model.alive_at_call == [0] * len(model.requested)
     assert all(r() is None for r in model._refs)
-    assert m["details"]["n_samples"] == 1000 and m["_samples"].shape == (100, 1, 8, 8)
-    assert np.isfinite(m["value"]) and m["pm"] > 0
+    assert m.details["n_samples"] == 1000 and m.samples.shape == (100, 1, 8, 8)
+    assert np.isfinite(m.value) and m.pm > 0
 
 
 def test_evaluation_same_samples_and_result_as_drawing_all(monkeypatch):
@@ -170,15 +172,15 @@ def test_evaluation_same_samples_and_result_as_drawing_all(monkeypatch):
     evaluation.check_samples(samples, (1, 8, 8), "model")
     test, valid = ekdata.load("digits", "test"), ekdata.load("digits", "valid")
     old = parzen_log_likelihood(samples, test.tensor(), validation=valid.tensor(), sigmas=np.logspace(-1, 0, 5))
-    assert new["value"] == pytest.approx(old.mean, rel=1e-10, abs=1e-9)
-    assert new["pm"] == pytest.approx(old.stderr, rel=1e-8, abs=1e-9)
-    assert new["details"]["sigma"] == pytest.approx(old.sigma, rel=1e-12)
-    np.testing.assert_allclose(new["details"]["validation_curve"], old.validation_curve, rtol=0, atol=1e-8)
-    preview = evaluation.uint8_images(samples[:100]).astype(int)
-    assert np.abs(new["_samples"].astype(int) - preview).max() <= 1
+    assert new.value == pytest.approx(old.mean, rel=1e-10, abs=1e-9)
+    assert new.pm == pytest.approx(old.stderr, rel=1e-8, abs=1e-9)
+    assert new.details["sigma"] == pytest.approx(old.sigma, rel=1e-12)
+    np.testing.assert_allclose(new.details["validation_curve"], old.validation_curve, rtol=0, atol=1e-8)
+    preview = to_uint8(samples[:100]).astype(int)
+    assert np.abs(new.samples.astype(int) - preview).max() <= 1
 
-    given = evaluation.evaluate_parzen(None, dataset="digits", protocol=PROTOCOL, seed=0, device="cpu", progress=False, samples=samples)
-    assert given["value"] == pytest.approx(old.mean, rel=1e-10, abs=1e-9)
+    given = evaluate_parzen(None, dataset="digits", protocol=PROTOCOL, seed=0, device="cpu", progress=False, samples=samples)
+    assert given.value == pytest.approx(old.mean, rel=1e-10, abs=1e-9)
 
 
 @pytest.mark.parametrize("short_call", [1, 3])

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from evalkit.benchmarks import load_benchmark
-from evalkit.reconstruction import time_to_target
+from evalkit.protocols.reconstruction import time_to_target
 from evalkit.report import build_table, write_report
 from evalkit.results import ResultStore
 from evalkit.runner import RunOptions, run_benchmark

@@ -317,12 +317,11 @@ def test_a_figure_whose_preview_is_gone_is_kept_only_if_written_after_its_record
 
     rec = R("gan", "c1", 1.0)
     rec["samples_preview"] = str(tmp_path / "gone.npy")  # previews of data-set labels are local only
-    table = build_table(bench, [rec])
     (tmp_path / "toy-samples-gan-c1.png").write_bytes(b"png")
-    figs = sample_figures(bench, table, [rec], tmp_path)  # the file is newer than the 2025 record
+    figs = sample_figures(bench, [rec], tmp_path)  # the file is newer than the 2025 record
     assert [n for _, n in figs] == ["toy-samples-gan-c1.png"]
     rec["provenance"]["date"] = "2999-01-01T00:00:00+00:00"  # a record newer than the figure: not shown
-    assert sample_figures(bench, table, [rec], tmp_path) == []
+    assert sample_figures(bench, [rec], tmp_path) == []
 
 
 def test_table_shows_the_longest_run_of_the_newest_recipe_whatever_the_order(bench):

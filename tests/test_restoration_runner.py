@@ -129,16 +129,16 @@ def test_restoration_cells_and_report(tmp_path):
 
 
 def test_centre_crop_of_target_and_sr_input():
-    from evalkit.report import _centre_crop
+    from evalkit.report import centre_crop
 
     target = np.arange(3 * 40 * 60, dtype=np.int64).reshape(3, 40, 60)
-    np.testing.assert_array_equal(_centre_crop(target, 16, (40, 60)), target[:, 12:28, 22:38])
-    c = _centre_crop(target, 16, (40, 60), align=4)  # corner on the SR grid
+    np.testing.assert_array_equal(centre_crop(target, 16, (40, 60)), target[:, 12:28, 22:38])
+    c = centre_crop(target, 16, (40, 60), align=4)  # corner on the SR grid
     np.testing.assert_array_equal(c, target[:, 12:28, 20:36])
     low = target[:, ::4, ::4]  # an SR x4 input: the same region at a quarter of the size
-    np.testing.assert_array_equal(_centre_crop(low, 16, (40, 60), align=4), low[:, 3:7, 5:9])
-    np.testing.assert_array_equal(_centre_crop(low, 16, (40, 60), align=4), c[:, ::4, ::4])
-    assert _centre_crop(target, 100, (40, 60)).shape == (3, 40, 40)
+    np.testing.assert_array_equal(centre_crop(low, 16, (40, 60), align=4), low[:, 3:7, 5:9])
+    np.testing.assert_array_equal(centre_crop(low, 16, (40, 60), align=4), c[:, ::4, ::4])
+    assert centre_crop(target, 100, (40, 60)).shape == (3, 40, 40)
 
 
 USER_RESTORER = '''

@@ -336,12 +336,12 @@ def test_runner_chooses_the_cae_sampler_on_validation_and_keeps_it(tmp_path, dir
 
 
 def test_diverged_training_is_one_clear_error(tiny_toml, dirs, monkeypatch):
-    import evalkit.runner as runner
+    import evalkit.training as training
 
     def diverge(*a, **k):
         raise FloatingPointError("training diverged at epoch 3: losses {'d_loss': nan}")
 
-    monkeypatch.setattr(runner, "fit", diverge)
+    monkeypatch.setattr(training, "fit", diverge)
     r = cli(*run_args(tiny_toml, dirs, "--epochs", 1, "--rows", "gan"))
     failed_cleanly(r, "training diverged at epoch 3", "Nothing was recorded")
     assert ResultStore(dirs["results"]).records("tiny") == []

@@ -15,7 +15,7 @@ from evalkit.benchmarks import load_benchmark
 from evalkit.checkpoints import file_sha256
 from evalkit.report.tables import fmt_number
 from evalkit.results import ResultStore
-from evalkit.runner import train_or_reuse
+from evalkit.training import TrainingRequest, train_or_reuse
 from helpers import cli, failed_cleanly, run_args
 
 PARZEN_LINE = re.compile(r"Parzen log-likelihood on digits test \(300 images\), 300 samples: (-?[\d.]+) ± ([\d.]+) nats \(sigma ([\d.]+)")
@@ -97,7 +97,7 @@ def test_interrupted_run_resumes_without_duplicates(tiny_toml, dirs, monkeypatch
     calls = []
 
     def flaky(*a, **kw):
-        calls.append(a[3])  # seed
+        calls.append(a[0].seed)
         if len(calls) == 2:
             raise KeyboardInterrupt
         return real(*a, **kw)
@@ -111,7 +111,7 @@ def test_interrupted_run_resumes_without_duplicates(tiny_toml, dirs, monkeypatch
     assert [x["seed"] for x in first] == [0]
 
     calls.clear()
-    monkeypatch.setattr(runner, "run_cell", lambda *a, **kw: (calls.append(a[3]), real(*a, **kw))[1])
+    monkeypatch.setattr(runner, "run_cell", lambda *a, **kw: (calls.append(a[0].seed), real(*a, **kw))[1])
     r2 = ok(cli(*run_args(tiny_toml, dirs, "--epochs", 1, "--rows", "gan", "--seeds", 2)))
     assert calls == [1], "only the missing cell may run"
     assert "seed 0] already in" in r2.output
@@ -146,18 +146,18 @@ def test_train_or_reuse_uses_longer_runs_snapshot(tiny_toml, tmp_path):
     row = load_benchmark(str(tiny_toml)).row("gan")
     logs: list[str] = []
     kw = dict(cache_dir=tmp_path / "c", progress=False, log=logs.append)
-    long = train_or_reuse(row, "digits", "train", 0, 2, snapshot_every=1, **kw)
+    long = train_or_reuse(TrainingRequest(row, "digits", "train", 0, 2, snapshot_every=1), **kw)
     assert long.trained_now and long.path.name == "epoch_2.pt"
-    short = train_or_reuse(row, "digits", "train", 0, 1, **kw)
+    short = train_or_reuse(TrainingRequest(row, "digits", "train", 0, 1), **kw)
     assert not short.trained_now and short.path == long.path.parent / "epoch_1.pt"
     assert "reusing" in logs[-1]
-    fresh = train_or_reuse(row, "digits", "train", 0, 1, cache_dir=tmp_path / "other", progress=False, log=logs.append)
+    fresh = train_or_reuse(TrainingRequest(row, "digits", "train", 0, 1), cache_dir=tmp_path / "other", progress=False, log=logs.append)
     assert fresh.trained_now
     a, b = short.loaded.model.state_dict(), fresh.loaded.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a), "snapshot at epoch 1 of a 2-epoch run != a 1-epoch run"
     # a finished run whose snapshot was not kept: last.pt is used
     long.path.unlink()
-    again = train_or_reuse(row, "digits", "train", 0, 2, **kw)
+    again = train_or_reuse(TrainingRequest(row, "digits", "train", 0, 2), **kw)
     assert not again.trained_now and again.path.name == "epoch_2.pt"
 
 

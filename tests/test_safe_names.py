@@ -128,7 +128,7 @@ def test_user_row_files_have_portable_names(tmp_path, user_pkg):
     spec.write_text(TINY_TOML.replace("n_samples = 500", "n_samples = 300", 1))
     bench = load_benchmark(str(spec))
     rid = f"user:{user_pkg}:build"
-    bench.rows.append(Row(rid, "My model: v2", f"{user_pkg}:build", {}, {}, {}, {}, {}, user=True))
+    bench.rows.append(Row(id=rid, label="My model: v2", model=f"{user_pkg}:build", user=True))
     results, reports = tmp_path / "results", tmp_path / "reports"
     run_benchmark(bench, [rid], None, RunOptions(results_dir=results, cache_dir=tmp_path / "cache", progress=False), log=lambda s: None)
     recs = ResultStore(results).records("tiny")

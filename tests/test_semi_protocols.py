@@ -9,11 +9,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import evalkit.runner as runner
+import evalkit.training as training
 from evalkit.benchmarks import load_benchmark
 from evalkit.cli import main
 from evalkit.data import DataError, labelled_subset, load, masked_labels, subset_fingerprint
-from evalkit.evaluation import KMeansClusterer, evaluate_classifier, evaluate_clusterer
+from evalkit.protocols.clustering import KMeansClusterer, evaluate_clusterer
+from evalkit.protocols.semi_supervised import evaluate_classifier
 from evalkit.report import build_table, to_markdown
 from evalkit.results import ResultStore
 from evalkit.runner import RunOptions, run_benchmark
@@ -107,13 +108,13 @@ def test_runner_trains_on_the_masked_training_split_only(tmp_path, monkeypatch):
     """The model sees the training split's images with every label outside the seeded,
     class-balanced subset set to -1; no test (or validation) image is among them."""
     seen = []
-    real_fit = runner.fit
+    real_fit = training.fit
 
     def spy(model, images, labels, cfg, *a, **kw):
         seen.append((images.clone(), labels.clone(), cfg.seed))
         return real_fit(model, images, labels, cfg, *a, **kw)
 
-    monkeypatch.setattr(runner, "fit", spy)
+    monkeypatch.setattr(training, "fit", spy)
     bench = _spec(tmp_path, SEMI_TOML, "tinysemi")
     opts = RunOptions(seeds=(0, 1), results_dir=tmp_path / "res", cache_dir=tmp_path / "cache", progress=False)
     recs = run_benchmark(bench, opts=opts, log=lambda s: None)
@@ -331,7 +332,7 @@ def test_evaluate_clusterer_with_a_perfect_clusterer_has_zero_error():
             return torch.nn.functional.one_hot(torch.tensor([self.table[i.tobytes()] for i in imgs]), 10).float()
 
     m = evaluate_clusterer(Perfect(), dataset="digits", protocol={})
-    assert m["value"] == 0.0 and m["details"]["hungarian_accuracy"] == 1.0
+    assert m.value == 0.0 and m.details["hungarian_accuracy"] == 1.0
 
 
 FIG_TOML = SEMI_TOML.replace('''[[rows]]
@@ -386,7 +387,7 @@ def test_svm_on_codes_matches_a_direct_sklearn_fit_and_checks_scaling():
     from sklearn.svm import SVC
 
     from evalkit.errors import EvalkitError
-    from evalkit.evaluation import svm_on_codes
+    from evalkit.protocols.semi_supervised import svm_on_codes
 
     class Pixels(torch.nn.Module):
         def encode(self, x):
@@ -399,8 +400,8 @@ def test_svm_on_codes_matches_a_direct_sklearn_fit_and_checks_scaling():
     b = test.tensor().flatten(1).numpy().astype(np.float64) * 3.0
     mu, sd = a.mean(0), a.std() + 1e-8
     pred = SVC(C=1.0, gamma="scale").fit((a - mu) / sd, np.asarray(train.labels)[keep]).predict((b - mu) / sd)
-    assert m["value"] == pytest.approx(100 * np.mean(pred != np.asarray(test.labels)))
-    assert m["value"] < 20 and m["details"]["svm"]["scaling"] == "global" and m["details"]["code_dim"] == 64
+    assert m.value == pytest.approx(100 * np.mean(pred != np.asarray(test.labels)))
+    assert m.value < 20 and m.details["svm"]["scaling"] == "global" and m.details["code_dim"] == 64
     with pytest.raises(EvalkitError, match="scaling"):
         svm_on_codes(Pixels(), dataset="digits", protocol={}, labelled=keep, svm={"scaling": "zscore"})
 

@@ -11,8 +11,8 @@ Data root: ``data_dir`` argument, else ``$EVALKIT_DATA``, else ``~/.cache/evalki
 """
 from .core import DataError, ImageSet, clear_hash_cache, describe_data_dir, resolve_data_dir, sha256_file, to_float
 from .imagelist import ImageList
-from .restoration import restoration_split
 from .registry import DATASETS, SPLITS, DatasetSpec, FileSpec, FileStatus, describe, get_spec, load, names, verify
+from .splits import restoration_split
 from .fetch import fetch
 from .subsets import labelled_subset, masked_labels, subset_fingerprint
 from .face_tasks import TASKS as FACE_TASKS, PairSet, pose_pairs, task_pairs, yaw_warp  # noqa: F401  (paired GASA face tasks)

@@ -54,7 +54,7 @@ import re
 
 import numpy as np
 
-from . import checksums as _checksums
+from . import manifests as _manifests
 from .core import DataError, ImageSet, make_fingerprint
 from .imagefiles import content_key, read_folder
 from .specs import DatasetSpec, FileSpec
@@ -216,10 +216,10 @@ def _loader(spec, split, directory, source, hashes) -> ImageSet:
 
 def _spec(name, description, classes, source, licence, split_sizes) -> DatasetSpec:
     folder, under, n, shape, _ = _LAYOUT[name]
-    files = tuple(FileSpec(fn, ()) for fn in _checksums.files(folder, under))
+    files = tuple(FileSpec(fn, ()) for fn in _manifests.files(folder, under))
     return DatasetSpec(name=name, description=description, splits=SPLITS, shape=shape, classes=tuple(classes),
                        files=files, loader=_loader, source=source, licence=licence, split_sizes=split_sizes,
-                       subdir=folder, manifest=_checksums.manifest(folder, under))
+                       subdir=folder, manifest=_manifests.manifest(folder, under))
 
 
 _NONCOMMERCIAL = "non-commercial research only; redistribution not permitted"

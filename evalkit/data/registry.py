@@ -144,7 +144,7 @@ DATASETS: dict = {
         **_SVHN_COMMON,
     ),
     # Folder sets (no download URL: the user copies the original files in; each set pinned by
-    # its file names and one SHA-256 manifest digest over all its files, checksums.py). Splits, with the rules in the modules' docstrings:
+    # its file names and one SHA-256 manifest digest over all its files, manifests.json). Splits, with the rules in the modules' docstrings:
     #   restoration test sets (restoration.py), ImageList, only split "test" = the whole set:
     #     bsd68 68, cbsd68 68 (same photos in colour), set5 5, set12 12, set14 14, kodak24 24,
     #     mcmaster 18. Training on them: restoration_split("natural") = train Kodak24 +

@@ -37,7 +37,7 @@ trained on it.
 """
 from __future__ import annotations
 
-from . import checksums as _checksums
+from . import manifests as _manifests
 from .core import DataError, make_fingerprint
 from .imagefiles import content_key, read_folder
 from .imagelist import ImageList
@@ -95,46 +95,12 @@ def _loader(spec, split, directory, source, hashes) -> ImageList:
 
 def _spec(name: str) -> DatasetSpec:
     folder, n, channels, description, source, licence = SETS[name]
-    files = tuple(FileSpec(fn, ()) for fn in _checksums.files(folder))
+    files = tuple(FileSpec(fn, ()) for fn in _manifests.files(folder))
     return DatasetSpec(
         name=name, description=description + " (sizes vary: ImageList)", splits=("test",), shape=(channels, None, None),
         classes=(), files=files, loader=_loader, source=source, licence=licence, split_sizes={"test": n}, subdir=folder,
-        manifest=_checksums.manifest(folder),
+        manifest=_manifests.manifest(folder),
     )
 
 
 SPECS = {name: _spec(name) for name in SETS}
-
-
-def restoration_split(name: str = "natural", *, gray: bool = False, data_dir=None) -> tuple:
-    """``(train, test, description)``: two :class:`ImageList` and a one-paragraph statement of
-    the protocol, for training a restoration model on natural images and testing it on
-    images it has never seen.
-
-    ``natural``: train = Kodak24 + McMaster minus the Kodak photographs in
-    :data:`KODAK_HELD_OUT` (21 + 18 = 39 colour photographs), test = those 3 Kodak photographs
-    (first, so report figures show a redistributable image), Set14, and Set5 minus butterfly
-    and head, which are crops of Set14 images (3 + 14 + 3 = 20). No test image equals, contains
-    or is contained in a training image. Images are RGB (gray ones repeated); ``gray=True``
-    gives BT.601 luma instead. Crop training patches with ``train.crop_patches(size, n, seed=...)``."""
-    if name != "natural":
-        raise DataError(f"Unknown restoration split {name!r}. Valid splits: natural.")
-    from .registry import load  # the registry imports this module
-
-    kodak, mcmaster = (load(n, "test", data_dir=data_dir) for n in NATURAL_TRAIN)
-    held = [kodak.files.index(f) for f in KODAK_HELD_OUT]
-    kept = [i for i in range(len(kodak)) if i not in held]
-    train = ImageList.concat("natural-train", "train", [kodak.subset(kept), mcmaster])
-    set14, set5 = (load(n, "test", data_dir=data_dir) for n in NATURAL_TEST)
-    keep5 = [i for i, f in enumerate(set5.files) if f not in SET5_IN_SET14]
-    test = ImageList.concat("natural-test", "test", [kodak.subset(held), set14, set5.subset(keep5)])
-    train, test = (train.as_gray(), test.as_gray()) if gray else (train.as_rgb(), test.as_rgb())
-    left_out = "; ".join(f"{k} ({v})" for k, v in SET5_IN_SET14.items())
-    description = (
-        f"restoration split 'natural' ({'gray, BT.601 luma' if gray else 'RGB, gray images repeated'}): "
-        f"train = Kodak24 without {', '.join(KODAK_HELD_OUT)} + McMaster ({len(train)} images), "
-        f"test = those {len(held)} Kodak photographs + Set14 + Set5 ({len(test)} images; "
-        f"Set5 without {left_out}). Train and test share no photograph; BSD68/CBSD68 and Set12 are further "
-        f"unseen test sets."
-    )
-    return train, test, description

@@ -2,18 +2,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..benchmarks import Benchmark
 from ..paths import inside, safe_name
-from ..results import ResultStore
+from ..protocols import get as get_protocol
+from ..results import ResultStore, newest
 from .figures import image_grid, save_learning_curve, save_restoration_panel, save_sample_grid, save_scatter
 from .latex import latex_header
 from .render import to_latex, to_markdown
-from .tables import Table, _current_records, build_table, recipe_of, shown_records
+from .tables import Table, build_table, current_records, recipe_of, shown_records
 
-__all__ = ["Table", "build_table", "to_markdown", "to_latex", "write_report", "write_suite_report", "image_grid", "save_sample_grid", "learning_curve_figures"]
+__all__ = [
+    "Table", "build_table", "to_markdown", "to_latex", "write_report", "write_suite_report", "image_grid", "save_sample_grid",
+    "learning_curve_figures", "sample_figures", "panel_figures", "centre_crop",
+]
 
 
 def _figure_name(*parts) -> str:
@@ -62,20 +67,17 @@ def _committed(path: Path) -> bool:
         return False
 
 
-def sample_figures(bench: Benchmark, table: Table, records: list[dict], out_dir: Path) -> list[tuple[str, str]]:
+def sample_figures(bench: Benchmark, records: list[dict], out_dir: Path) -> list[tuple[str, str]]:
     """Figures from the previews the runner saved beside the store, for the newest records:
-    one sample grid per row (and per column for likelihood tables, where samples are the
-    measured thing), a scatter plot per (row, column) with a 2-D embedding, and a style
-    grid per row that offers one. The first seed's previews are drawn."""
+    one sample grid per row (and per column where the protocol says samples are the measured
+    thing), a scatter plot per (row, column) with a 2-D embedding, and a style grid per row
+    that offers one. The first seed's previews are drawn."""
     figs = []
     seen = set()
-    newest = {}
-    for rec in records:  # newest record per (row, column, seed), as in the table
-        newest[(rec["row"], rec["column"], rec["seed"])] = rec
     labels = {r.id: r.label for r in bench.rows}
     cols = {c.id: (c.reproduced_label or c.label) for c in bench.columns}
-    per_column_samples = bench.metric == "parzen"
-    for rec in sorted(newest.values(), key=lambda r: (r["row"], r["column"], r["seed"])):
+    per_column_samples = get_protocol(bench.metric).samples_per_column
+    for rec in sorted(newest(records).values(), key=lambda r: (r["row"], r["column"], r["seed"])):
         lab = (labels.get(rec["row"], rec.get("row_label", rec["row"])), cols.get(rec["column"], rec["column"]))
         run = _caption_run(rec)
         prev = rec.get("samples_preview")
@@ -132,12 +134,6 @@ def _published_number(row, column_id: str):
     return value, pm
 
 
-_CURVE_LABELS = {
-    "parzen": "Parzen log-likelihood (nats)",
-    "clustering": "cluster-assignment error (%)",
-    "semi-supervised": "test error / accuracy",
-    "sample-quality": "value",
-}
 
 
 def learning_curve_figures(bench: Benchmark, records: list[dict], out_dir: Path) -> list[tuple[str, str]]:
@@ -168,13 +164,13 @@ def learning_curve_figures(bench: Benchmark, records: list[dict], out_dir: Path)
         title = f"{label} ({cols.get(col_id, col_id)}): value vs training epochs"
         save_learning_curve(
             {s: list(c.items()) for s, c in curves.items()}, inside(out_dir, name), title=title,
-            ylabel=_CURVE_LABELS.get(bench.metric, bench.metric), published=_published_number(row, col_id),
+            ylabel=get_protocol(bench.metric).curve_label or bench.metric, published=_published_number(row, col_id),
         )
         figs.append((title, name))
     return figs
 
 
-def _centre_crop(img: np.ndarray, size: int, like: tuple, align: int = 1) -> np.ndarray:
+def centre_crop(img: np.ndarray, size: int, like: tuple, align: int = 1) -> np.ndarray:
     """The centre ``size`` x ``size`` crop of a target-sized image ``like`` = (H, W), taken from
     ``img`` [C, h, w], which may be ``like`` reduced by an integer factor (an SR input). The
     corner is a multiple of ``align`` (the SR factor), so every panel shows the same region."""
@@ -185,18 +181,18 @@ def _centre_crop(img: np.ndarray, size: int, like: tuple, align: int = 1) -> np.
     return img[:, top // f : (top + size) // f, left // f : (left + size) // f]
 
 
-def restoration_figures(bench: Benchmark, records: list[dict], out_dir: Path) -> list[tuple[str, str]]:
-    """One figure per column: the first test image degraded, each row's restoration (with
-    its PSNR on that image) and the original, from the lowest seed's newest records. The
-    spec's ``figure_crop`` (pixels) shows the centre crop of that size instead of the whole
-    image (an SR input is cropped at its own scale and shown enlarged)."""
-    newest: dict[tuple, dict] = {}
-    for rec in records:
-        newest[(rec["row"], rec["column"], rec["seed"])] = rec
+def panel_figures(bench: Benchmark, records: list[dict], out_dir: Path) -> list[tuple[str, str, bool]]:
+    """One figure per column: the first test image as each method was given it, each row's
+    output (with its PSNR on that image) and the target, from the lowest seed's newest
+    records (the protocol names the first and last panel). The spec's ``figure_crop``
+    (pixels) shows the centre crop of that size instead of the whole image (an SR input is
+    cropped at its own scale and shown enlarged)."""
+    first_label, last_label = get_protocol(bench.metric).panel_labels
     figs = []
     order = {r.id: i for i, r in enumerate(bench.rows)}
+    latest = newest(records)
     for col in bench.columns:
-        recs = [r for (_, c, _), r in newest.items() if c == col.id and r.get("example_preview") and Path(r["example_preview"]).exists()]
+        recs = [r for (_, c, _), r in latest.items() if c == col.id and r.get("example_preview") and Path(r["example_preview"]).exists()]
         if not recs:
             continue
         seed = min(r["seed"] for r in recs)
@@ -205,14 +201,14 @@ def restoration_figures(bench: Benchmark, records: list[dict], out_dir: Path) ->
         crop = bench.figure_crop
         like = first["target"].shape[1:]
         align = max(1, round(like[0] / first["input"].shape[1]))
-        view = (lambda a: _centre_crop(a, crop, like, align)) if crop else (lambda a: a)
-        panels = [("input" if bench.metric == "reconstruction" else "degraded input", view(first["input"]))]
+        view = (lambda a: centre_crop(a, crop, like, align)) if crop else (lambda a: a)
+        panels = [(first_label, view(first["input"]))]
         for r in recs:
             if r["row"] == "input":
                 continue
             psnr0 = (r.get("details") or {}).get("psnr", [None])[0]
             panels.append((f"{r.get('row_label', r['row'])}" + (f"\n{psnr0:.2f} dB" if psnr0 is not None else ""), view(np.load(r["example_preview"])["output"])))
-        panels.append(("target" if bench.metric == "reconstruction" else "original", view(first["target"])))
+        panels.append((last_label, view(first["target"])))
         name = _figure_name(bench.name, col.id)
         where = f"centre {min(crop, *like)}x{min(crop, *like)} crop of the first test image" if crop else "first test image"
         title = f"{col.label}: {where} (seed {seed}; dB = PSNR of the whole image)"
@@ -227,14 +223,19 @@ def _table_and_figures(bench: Benchmark, store: ResultStore, out_dir: Path, figu
     table = build_table(bench, records)
     if not figures:
         return table, []
-    shown = [rec for per_seed in shown_records(bench, records)[0].values() for rec in per_seed.values()]
-    if bench.metric in ("restoration", "reconstruction"):
-        return table, restoration_figures(bench, shown, out_dir)
-    # figures show what the table shows; the learning curves also every shorter run of its recipe
-    return table, sample_figures(bench, table, shown, out_dir) + learning_curve_figures(bench, _current_records(bench, records)[0], out_dir)
+    shown = [rec for per_seed in shown_records(bench, records)[0].values() for rec in per_seed.values()]  # figures show what the table shows
+    kinds = get_protocol(bench.metric).figures
+    figs: list = []
+    if "panels" in kinds:
+        figs += panel_figures(bench, shown, out_dir)
+    if {"samples", "embedding", "style"} & set(kinds):
+        figs += sample_figures(bench, shown, out_dir)
+    if "curve" in kinds:  # the learning curves also draw every shorter run of the table's recipe
+        figs += learning_curve_figures(bench, current_records(bench, records)[0], out_dir)
+    return table, figs
 
 
-def write_report(bench: Benchmark, store: ResultStore, out_dir: Path, formats=("md", "tex"), figures: bool = True) -> dict[str, Path]:
+def write_report(bench: Benchmark, store: ResultStore, out_dir: Path, formats: tuple = ("md", "tex"), figures: bool = True) -> dict[str, Path]:
     """Write ``<out_dir>/<bench>.md`` / ``.tex`` (and sample PNGs); return the paths written."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -258,7 +259,7 @@ def _demote(md: str) -> str:
     return "\n".join(("#" + line) if line.startswith("#") else line for line in md.split("\n"))
 
 
-def write_suite_report(suite, store: ResultStore, out_dir: Path, formats=("md", "tex"), figures: bool = True) -> dict[str, Path]:
+def write_suite_report(suite: Any, store: ResultStore, out_dir: Path, formats: tuple = ("md", "tex"), figures: bool = True) -> dict[str, Path]:
     """Write ``<out_dir>/<suite>.md`` / ``.tex``: every part's table in turn (and its figures)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

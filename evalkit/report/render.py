@@ -17,27 +17,13 @@ def _prov_lines(t: Table) -> list[str]:
     for p in t.provenance:
         train_s = f"{p['train_s'] / 60:.1f} min" if p.get("train_s") else "n/a"
         eval_s = f"{p['eval_s']:.1f} s" if p.get("eval_s") is not None else "n/a"
-        if p.get("sigma") is not None:
-            what = f"{p['value']:.2f} ± {p['pm']:.2f} (sigma {p['sigma']:.4g}, {p['n_samples']} samples)"
-        else:
-            what = f"{p['value']:.4g}" + _detail_text(p.get("details") or {})
         lines.append(
-            f"{p['row']} / {p['column']}, seed {p['seed']}: {what}; {p['epochs'] if p['epochs'] is not None else 'n/a'} epochs, "
+            f"{p['row']} / {p['column']}, seed {p['seed']}: {p['what']}; {p['epochs'] if p['epochs'] is not None else 'n/a'} epochs, "
             f"training {train_s} on {p.get('train_device') or 'n/a'} at commit {p.get('train_commit') or 'n/a'}; evaluated "
             f"{p.get('date')} on {p.get('eval_device')} at commit {p.get('eval_commit')}, evaluation {eval_s}; "
             f"checkpoint sha256 {p.get('checkpoint_sha256') or 'n/a'}; config {p.get('config')}"
         )
     return lines
-
-
-def _detail_text(d: dict) -> str:
-    """The protocol details worth a reader's eye in the provenance line."""
-    parts = []
-    if "n_labels" in d:
-        parts.append(f"{d['n_labels']} labels, subset {d.get('labelled_subset')} (label seed {d.get('label_seed')})")
-    if "hungarian_accuracy" in d:
-        parts.append(f"Hungarian acc. {100 * d['hungarian_accuracy']:.2f}%, NMI {d['nmi']:.3f}, {d.get('n_clusters_used')}/{d.get('n_clusters')} clusters used")
-    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _pub_flags(t: Table) -> list[bool]:
@@ -46,6 +32,8 @@ def _pub_flags(t: Table) -> list[bool]:
 
 
 def to_markdown(t: Table, *, figures: list[tuple[str, str]] = ()) -> str:
+    """The table as Markdown: header, rows, the best value in bold, notes, figures (those showing
+    data-set images listed, not linked) and the provenance block."""
     head = [t.corner]
     pubs = _pub_flags(t)
     for (_, pub, rep), show in zip(t.columns, pubs):

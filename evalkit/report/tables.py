@@ -11,15 +11,19 @@ import math
 import statistics
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
-from ..benchmarks import Benchmark
+from ..benchmarks import Benchmark, Row
+from ..protocols import get as get_protocol
+from ..results import newest
 
 DASH = "—"
 
 
 @dataclass
 class Cell:
+    """One cell of a table: the published and the reproduced text, the mean for ranking, footnote numbers."""
+
     published: Optional[str] = None
     reproduced: Optional[str] = None
     value: Optional[float] = None  # reproduced mean, for ranking
@@ -31,6 +35,8 @@ class Cell:
 
 @dataclass
 class Table:
+    """A comparison table ready to render: columns, rows of cells, footnotes, provenance."""
+
     title: str
     benchmark: str
     source: str
@@ -56,6 +62,7 @@ def transpose(t: Table, corner: str) -> Table:
 
 
 def fmt_number(v: float, pm: Optional[float] = None, digits: Optional[int] = None) -> str:
+    """``v`` (± ``pm``) with ``digits`` decimals (default: 1 from 10 up, else 2); a dash for no value."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return DASH
     if digits is None:
@@ -89,7 +96,7 @@ class _Notes:
         return self.texts.index(text) + 1
 
 
-def _current_records(bench: Benchmark, records: list[dict]) -> tuple[list[dict], dict[str, set]]:
+def current_records(bench: Benchmark, records: list[dict]) -> tuple[list[dict], dict[str, set]]:
     """The records whose model and constructor arguments are still the spec's for their row
     (a row whose model changed, e.g. a kin replaced by the published model, must not show
     the old model's numbers under its new footnote), and the (row -> columns) left out."""
@@ -134,14 +141,14 @@ def _epochs_of(rec: dict) -> int:
 
 def shown_records(bench: Benchmark, records: list[dict]) -> tuple[dict[tuple, dict[int, dict]], dict[str, set]]:
     """The records a table shows, as ``{(row, column): {seed: record}}``, and the
-    ``row -> columns`` whose records are stale (see :func:`_current_records`).
+    ``row -> columns`` whose records are stale (see :func:`current_records`).
 
     The cell's recipe is its newest record's run configuration with the number of epochs
     left out; under that recipe the longest training is shown (shorter runs of it are the
     learning curve's points, whatever order they were recorded in), then the newest record
     per seed under that configuration. Figures take their records from here too, so a
     figure never shows another run than its table."""
-    records, stale = _current_records(bench, records)
+    records, stale = current_records(bench, records)
     recipe: dict[tuple, str] = {}
     for r in records:
         recipe[(r["row"], r["column"])] = recipe_of(r)
@@ -161,7 +168,7 @@ def shown_records(bench: Benchmark, records: list[dict]) -> tuple[dict[tuple, di
     return per_cell, stale
 
 
-def build_table(bench: Benchmark, records: list[dict], *, config_filter: Optional[dict] = None) -> Table:
+def build_table(bench: Benchmark, records: list[dict]) -> Table:
     """Aggregate the newest record per (row, column, seed) into a :class:`Table`.
 
     Several seeds: the cell shows the mean over seeds of the protocol value, with the
@@ -172,16 +179,15 @@ def build_table(bench: Benchmark, records: list[dict], *, config_filter: Optiona
     are the learning curve's points).
     """
     notes = _Notes()
+    protocol = get_protocol(bench.metric)
     per_cell, stale = shown_records(bench, records)
 
     rows = [r for r in bench.rows if not r.figure_only]
     known = {r.id for r in bench.rows}
     for (rid, _), _recs in per_cell.items():  # user rows added on the command line
         if rid not in known:
-            from ..benchmarks import Row
-
             label = next(iter(_recs.values())).get("row_label", rid)
-            rows.append(Row(rid, label, None, {}, {}, {}, {}, {}, user=True))
+            rows.append(Row(id=rid, label=label, user=True))
             known.add(rid)
 
     columns = []
@@ -252,10 +258,10 @@ def build_table(bench: Benchmark, records: list[dict], *, config_filter: Optiona
                 if row.footnote:
                     cell.notes.append(notes.add(row.footnote))
                 if not c.source:  # a derived column shares its source column's notes and provenance
-                    for text in deviation_notes(bench, row, c, list(recs.values())):
+                    for text in protocol.deviation_notes(bench, row, c, list(recs.values())):
                         cell.notes.append(notes.add(text))
                     for s in sorted(recs):
-                        provenance.append(provenance_entry(row, c, recs[s]))
+                        provenance.append(provenance_entry(row, c, recs[s], protocol))
                 if bench.pm_over == "seeds" and len(vals) == 1:
                     cell.notes.append(notes.add(f"{row.label}, {c.reproduced_label or c.label}: one seed only, so no ± is given."))
                 elif bench.pm_over != "seeds" and len(vals) > 1:
@@ -294,7 +300,7 @@ def build_table(bench: Benchmark, records: list[dict], *, config_filter: Optiona
     return transpose(table, bench.transpose) if bench.transpose else table
 
 
-def record_field(rec: dict, name: str):
+def record_field(rec: dict, name: str) -> Any:
     """``value`` or a nested ``details.<key>`` of a record (None when absent)."""
     cur = rec
     for part in name.split("."):
@@ -304,51 +310,19 @@ def record_field(rec: dict, name: str):
     return cur
 
 
-def deviation_notes(bench: Benchmark, row, column, recs: list[dict]) -> list[str]:
-    """Footnotes for every way the reproduced cell departs from the published protocol."""
-    out = []
-    r0 = recs[0]
-    cfg = r0.get("run_config", {})
-    proto = cfg.get("protocol", {})
-    base = bench.protocol
-    if proto.get("n_samples") != base.get("n_samples") and column.protocol.get("n_samples") is None:
-        out.append(f"{row.label}, {column.label}: {proto.get('n_samples')} samples instead of {base.get('n_samples')}.")
-    epochs = sorted({r.get("train", {}).get("epochs") for r in recs if r.get("train", {}).get("epochs")})
-    if epochs:
-        dev = sorted({(r.get("provenance") or {}).get("device", "?") for r in recs})
-        paper = row.train.get("paper_epochs")
-        if not row.published.get(column.id):  # nothing published to fall short of: just state the budget
-            tail = "."
-        elif paper:
-            tail = f"; the paper trained {paper}, so the shorter budget may explain a gap."
-        else:
-            tail = "; the paper's training length is not stated, so fewer epochs than the authors used may explain a gap."
-        unit = "epoch" if epochs == [1] else "epochs"
-        out.append(f"{row.label}: trained {', '.join(map(str, epochs))} {unit} on {', '.join(dev)}{tail}")
-    if row.user:
-        out.append(f"{row.label}: a user model evaluated under the same protocol ({r0.get('run_config', {}).get('model')}).")
-    details = r0.get("details", {})
-    if details.get("sigma") is not None:
-        sig = details["sigma"]
-        grid = details.get("sigmas") or []
-        if grid and (abs(sig - min(grid)) < 1e-12 or abs(sig - max(grid)) < 1e-12):
-            out.append(f"{row.label}, {column.label}: the chosen sigma {sig:.4g} is at the edge of the grid; the optimum may lie outside it.")
-    return out
-
-
-def provenance_entry(row, column, rec: dict) -> dict:
+def provenance_entry(row: Row, column: Any, rec: dict, protocol: Any) -> dict:
+    """One line of the provenance block: which run gave a reproduced cell, where and when it was
+    trained and evaluated, and what it measured (``what``: in the protocol's words)."""
     prov = rec.get("provenance") or {}
     ck = (rec.get("checkpoint") or {})
     ckprov = ck.get("provenance") or {}
     tr = rec.get("train") or {}
-    return {
+    entry = {
         "row": row.label,
         "column": column.reproduced_label or column.label,
         "seed": rec.get("seed"),
         "value": rec.get("value"),
         "pm": rec.get("pm"),
-        "sigma": (rec.get("details") or {}).get("sigma"),
-        "n_samples": (rec.get("details") or {}).get("n_samples"),
         "epochs": tr.get("epochs"),
         "train_s": ckprov.get("wall_time_s", tr.get("train_s")),
         "train_commit": ckprov.get("git_commit"),
@@ -357,8 +331,10 @@ def provenance_entry(row, column, rec: dict) -> dict:
         "eval_device": prov.get("device"),
         "date": prov.get("date"),
         "checkpoint_sha256": (ck.get("sha256") or "")[:12] or None,
-        "eval_s": (rec.get("timings") or {}).get("parzen_s", (rec.get("timings") or {}).get("eval_s")),
+        "eval_s": (rec.get("timings") or {}).get(protocol.eval_timing, (rec.get("timings") or {}).get("eval_s")),
         "metric": rec.get("benchmark"),
         "details": rec.get("details") or {},
         "config": rec.get("config"),
     }
+    entry["what"] = protocol.provenance_text(entry)
+    return entry

@@ -1,73 +1,78 @@
-"""Reconstruction cells (the GASA table): train an image-to-image model on paired faces of a
-task, then score its outputs on the task's test pairs.
+"""Reconstruction of paired faces (the GASA table): train an image-to-image model on the pairs
+of a task, then score its outputs on the task's test pairs.
 
-A ``reconstruction`` column names a paired face task of :mod:`evalkit.data.face_tasks`
-(``illumination-yale``: side-lit -> evenly lit Yale faces; ``pose-ckplus48`` /
-``pose-jaffe``: a seeded synthetic yaw warp -> the frontal original), all split by subject,
-so no test person is ever seen in training. A row is
+A column names a paired face task of :mod:`evalkit.data.face_tasks` (``illumination-yale``:
+side-lit -> evenly lit Yale faces; ``pose-ckplus48`` / ``pose-jaffe``: a seeded synthetic yaw
+warp -> the frontal original), all split by subject, so no test person is ever seen in
+training. A row is
 
-* a model (``gasa``, ``gan_ae``, ``conv_ae``, or a user model with ``restore(y)``): trained
-  on the task's training pairs, given as ``x = cat([input, target], dim=1)`` (the convention
-  of :mod:`reference_models.gasa`), with an ``epoch_<E>.pt`` snapshot after every epoch;
+* a model (``gasa``, ``gan_ae``, ``conv_ae``, or a user model with ``restore(y)``): trained on
+  the task's training pairs, given as ``x = cat([input, target], dim=1)`` (the convention of
+  :mod:`reference_models.gasa`), with an ``epoch_<E>.pt`` snapshot after every epoch;
 * ``pipeline = "identity"``: the input itself, the reference point every model must beat.
 
-Measured per cell: PSNR (dB, MAX = 1) and SSIM of ``restore(input)`` against the target,
-per test pair, averaged; the model's validation MSE after every epoch against its cumulative
+Measured per cell: PSNR (dB, MAX = 1) and SSIM of ``restore(input)`` against the target, per
+test pair, averaged; the model's validation MSE after every epoch against its cumulative
 training seconds (``details.curve``), and from it ``details.time_to_target_s``: the training
-time at which the validation MSE first reaches the column's ``target_mse`` (None if never),
-so methods are compared at the same reconstruction error, not the same epoch count.
+time at which the validation MSE first reaches the target (None if never), so methods are
+compared at the same reconstruction error, not the same epoch count. The test pairs'
+fingerprint joins the cell key.
+
+:func:`evaluate_reconstruction` (``evalkit eval reconstruction``) scores any model's
+``restore(y)`` or ``reconstruct(x)`` on a face task or an image data set.
 """
 from __future__ import annotations
 
+import json
 import time
-from typing import Callable, Optional
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
 import torch
 
-from .errors import EvalkitError
+from ..checkpoints import load_evalkit_checkpoint
+from ..devices import choose_device
+from ..errors import EvalkitError
+from ..evaluation import batched
+from ..images import check_images, to_uint8
+from ..measurement import Example, Measurement
+from ..training import TrainingRequest
+from .base import Cell, CellResult, Protocol, RunSettings, no_training, register
+from .common import train, trained_info, user_model
+
+DEFAULTS = {"size": None, "target_fraction": None}
 
 
-def pair_training_set(pairs):
+def pair_training_set(pairs: Any) -> Any:
     """The training pairs as ``[N, 2C, S, S]`` stacks, input channels first, then target (the
     convention of :mod:`reference_models.gasa`), float as they are."""
-    from .data.core import TensorTrainingSet
+    from ..data.core import TensorTrainingSet
 
     return TensorTrainingSet(pairs.stacked().float(), np.zeros(len(pairs), np.int64), pairs.fingerprint)
 
 
-def score_pairs(restore: Callable, inputs: torch.Tensor, targets: torch.Tensor, who: str, *, device=None,
+def score_pairs(restore: Callable, inputs: torch.Tensor, targets: torch.Tensor, who: str, *, device: Any = None,
                 with_ssim: bool = True) -> dict:
     """PSNR / SSIM of ``restore(inputs)`` against ``targets`` per pair (checked: shape, finite, [0, 1]).
     ``inputs`` go to ``device`` (default CPU) in batches of 256. ``with_ssim=False``: no SSIM
     (``[]``), for images under SSIM's 11x11 window."""
-    from .evaluation import batched
-    from .metrics import psnr, ssim
+    from ..metrics import psnr, ssim
 
     out = batched(restore, inputs, torch.device(device or "cpu"), batch=256)
-    if out.shape != targets.shape:
-        raise EvalkitError(f"{who}: restore() returned shape {tuple(out.shape)} for targets of shape {tuple(targets.shape)}")
-    if not torch.isfinite(out).all():
-        raise EvalkitError(f"{who}: restore() returned NaN or infinite values")
-    if float(out.min()) < 0 or float(out.max()) > 1:
-        raise EvalkitError(f"{who}: restore() returned values outside [0, 1]; clamp the output")
+    check_images(out, who=who, what="restore()", shape=targets.shape, noun="restore() output")
     p = [float(v) for v in psnr(out, targets)]
     s = [float(v) for v in ssim(out, targets)] if with_ssim else []
     return {"psnr": p, "ssim": s, "mse": float(((out - targets) ** 2).mean()), "outputs": out}
 
 
-def validation_curve(run_dir, epochs: int, valid, device) -> list:
+def validation_curve(run_dir: Path, epochs: int, valid: Any, device: Any) -> list:
     """``[[cumulative training wall seconds, cumulative training CPU seconds, validation MSE], ...]``
     for epochs 1..``epochs`` from the run's per-epoch snapshots. The curve is cached in the run
     directory (``valid_curve2-<valid fingerprint>.json``) and the intermediate snapshots are then
     deleted (each holds the optimiser state too), keeping ``epoch_<epochs>.pt`` and ``last.pt``.
     CPU seconds (one-thread process time) are what the table compares: wall seconds also count
     the time other jobs on the machine took."""
-    import json
-
-    from .checkpoints import load_evalkit_checkpoint
-    from .evaluation import batched
-
     cache = run_dir / f"valid_curve2-{valid.fingerprint[:16]}.json"
     curve = json.loads(cache.read_text()) if cache.exists() else []
     if len(curve) >= epochs:
@@ -91,7 +96,7 @@ def validation_curve(run_dir, epochs: int, valid, device) -> list:
     return curve
 
 
-def target_mse(protocol: dict, valid) -> Optional[float]:
+def target_mse(protocol: Mapping[str, Any], valid: Any) -> Optional[float]:
     """The reconstruction error every method is timed to: ``target_fraction`` (protocol) times the
     validation MSE of the input itself (e.g. 0.5: halve the input's error); None without it."""
     frac = protocol.get("target_fraction")
@@ -111,44 +116,59 @@ def time_to_target(curve: list, target: Optional[float]) -> Optional[float]:
     return None
 
 
-def reconstruction_cell(bench, row, column, seed, epochs, protocol, opts, log):
-    """(measurement fields, loaded model or None, training info) of one reconstruction cell."""
-    from reference_models.training import pick_device
+def task_pair_sets(cell: Cell, data_dir: Optional[str]) -> dict:
+    """The column's task pairs per split (train, valid, test)."""
+    from ..data.face_tasks import task_pairs
 
-    from .checkpoints import load_model
-    from .data.face_tasks import task_pairs
-    from .runner import train_or_reuse
+    return {s: task_pairs(cell.column.dataset, s, size=cell.settings["size"], data_dir=data_dir) for s in ("train", "valid", "test")}
 
-    task, size = column.dataset, protocol.get("size")
-    pairs = {s: task_pairs(task, s, size=size, data_dir=opts.data_dir) for s in ("train", "valid", "test")}
+
+def training(cell: Cell, run: RunSettings, pairs: Optional[dict] = None) -> list:
+    """A model row trains on the task's training pairs, keeping a snapshot every epoch (for the curve)."""
+    row = cell.row
+    if row.user or row.pipeline == "identity":
+        return []
+    pairs = task_pair_sets(cell, run.data_dir) if pairs is None else pairs
+    return [TrainingRequest(row, cell.column.dataset, "train", cell.seed, cell.epochs, train_set=pair_training_set(pairs["train"]),
+                            extra_kwargs={"image_shape": list(pairs["test"].image_shape)}, snapshot_every=1)]
+
+
+def test_fingerprint(column: Any, settings: Mapping[str, Any], data_dir: Optional[str]) -> str:
+    """The fingerprint of the task's test pairs (defined in code: part of the cell key)."""
+    from ..data.face_tasks import task_pairs
+
+    return task_pairs(column.dataset, "test", size=settings.get("size"), data_dir=data_dir).fingerprint
+
+
+def run_cell(cell: Cell, run: RunSettings, log: Callable[[str], None]) -> CellResult:
+    """Train (or reuse) the row's model on the task's pairs and score it on the test pairs."""
+    row, task = cell.row, cell.column.dataset
+    pairs = task_pair_sets(cell, run.data_dir)
     test, valid = pairs["test"], pairs["valid"]
-    dev = pick_device(opts.device)
-    loaded, trained_info, curve = None, {"epochs": None, "trained_now": False, "train_s": None}, []
+    dev = choose_device(run.device)
+    loaded, info, curve = None, no_training(), []
     if row.user:
-        loaded = load_model(row.model, row.checkpoint, dev)
+        loaded = user_model(cell, run)
         restore, who = loaded.model.restore, f"user model {row.model}"
     elif row.pipeline == "identity":
         restore, who = (lambda y: y.clamp(0, 1)), "identity (the input itself)"
     else:
-        tr = train_or_reuse(
-            row, task, "train", seed, epochs, train_set=pair_training_set(pairs["train"]),
-            extra_kwargs={"image_shape": list(test.image_shape)}, cache_dir=opts.cache_dir, data_dir=opts.data_dir,
-            device=opts.device, progress=opts.progress, snapshot_every=1, log=log,
-        )
+        (request,) = training(cell, run, pairs)
+        tr = train(request, run, log)
         loaded = tr.loaded
         restore, who = loaded.model.restore, f"reference model {row.model}"
-        trained_info = {"epochs": tr.epochs, "trained_now": tr.trained_now, "train_s": tr.train_seconds, "pairs": pairs["train"].fingerprint}
+        info = trained_info(tr, pairs=pairs["train"].fingerprint)
         t1 = time.perf_counter()
-        curve = validation_curve(tr.path.parent, epochs, valid, dev)
-        trained_info["curve_eval_s"] = time.perf_counter() - t1
+        curve = validation_curve(tr.path.parent, cell.epochs, valid, dev)
+        info["curve_eval_s"] = time.perf_counter() - t1
     t0 = time.perf_counter()
     sc = score_pairs(restore, test.inputs, test.targets, who, device=dev)
-    target = target_mse(protocol, valid)
+    target = target_mse(cell.settings, valid)
     out = sc.pop("outputs")
-    m = {
-        "value": float(np.mean(sc["psnr"])),
-        "pm": None,
-        "details": {
+    m = Measurement(
+        value=float(np.mean(sc["psnr"])),
+        pm=None,
+        details={
             "psnr": sc["psnr"],
             "ssim": float(np.mean(sc["ssim"])),
             "ssim_per_pair": sc["ssim"],
@@ -161,16 +181,14 @@ def reconstruction_cell(bench, row, column, seed, epochs, protocol, opts, log):
             "target_mse": target,
             "time_to_target_s": time_to_target(curve, target),
         },
-        "data": {"task": task, "train": pairs["train"].fingerprint, "valid": valid.fingerprint, "test": test.fingerprint},
-        "timings": {"eval_s": time.perf_counter() - t0},
-    }
-    from .evaluation import uint8_images
-
-    m["_example"] = (uint8_images(test.inputs[:1])[0], uint8_images(out[:1])[0], uint8_images(test.targets[:1])[0])
-    return m, loaded, trained_info
+        data={"task": task, "train": pairs["train"].fingerprint, "valid": valid.fingerprint, "test": test.fingerprint},
+        timings={"eval_s": time.perf_counter() - t0},
+        example=Example(to_uint8(test.inputs[:1])[0], to_uint8(out[:1])[0], to_uint8(test.targets[:1])[0]),
+    )
+    return CellResult(m, loaded, info)
 
 
-def reconstruction_fn(model, who: str) -> Callable:
+def reconstruction_fn(model: Any, who: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """The model's image-to-image map: ``restore(y)`` (paired models), else ``reconstruct(x)``
     (autoencoders). An output with the input's number of values per image is reshaped to the
     input's shape (MLP autoencoders may return flat vectors)."""
@@ -192,16 +210,17 @@ def reconstruction_fn(model, who: str) -> Callable:
     return run
 
 
-def evaluate_reconstruction(model, dataset: str, *, split: str = "test", data_dir=None, size: Optional[int] = None,
+def evaluate_reconstruction(model: Any, dataset: str, *, split: str = "test", data_dir: Optional[str] = None, size: Optional[int] = None,
                             limit: int = 0, who: str = "model") -> dict:
-    """PSNR / SSIM / MSE of a model's reconstructions on ``split`` of ``dataset``.
+    """PSNR / SSIM / MSE of a model's reconstructions on ``split`` of ``dataset`` (the fields
+    ``evalkit eval reconstruction`` prints).
 
     ``dataset`` is a paired face task (``illumination-yale``, ``pose-ckplus48``, ``pose-jaffe``:
     input -> target, as in the gasa-reconstruction table) or an image data set (``mnist``,
     ``olivetti``, ...: the target is the input itself, the autoencoder protocol). ``limit``: the
     first N images only (0: all)."""
-    from .data import load
-    from .data.face_tasks import TASKS, task_pairs
+    from ..data import load
+    from ..data.face_tasks import TASKS, task_pairs
 
     if dataset in TASKS:
         pairs = task_pairs(dataset, split, size=size, data_dir=data_dir)
@@ -212,15 +231,13 @@ def evaluate_reconstruction(model, dataset: str, *, split: str = "test", data_di
         targets, fp, kind = inputs, ds.fingerprint, "autoencoder"
     if limit:
         inputs, targets = inputs[:limit], targets[:limit]
-    from .evaluation import _device_of
-
     fn = reconstruction_fn(model, who)
     was_training = getattr(model, "training", False)
     if hasattr(model, "eval"):
         model.eval()
     try:
         t0 = time.perf_counter()
-        scores = score_pairs(fn, inputs, targets, who, device=_device_of(model, None), with_ssim=min(inputs.shape[-2:]) >= 11)
+        scores = score_pairs(fn, inputs, targets, who, device=choose_device(None, model=model), with_ssim=min(inputs.shape[-2:]) >= 11)
     finally:
         if was_training:
             model.train()
@@ -230,3 +247,18 @@ def evaluate_reconstruction(model, dataset: str, *, split: str = "test", data_di
                     "n_test": int(len(inputs)), "kind": kind, "eval_s": time.perf_counter() - t0},
         "data": {"dataset": dataset, "split": split, "fingerprint": fp, "shape": list(inputs.shape[1:])},
     }
+
+
+#: The measurement schema: what each ``details`` key of a record holds.
+DETAILS = {
+    "psnr": "PSNR (dB) per test pair", "ssim": "mean SSIM", "ssim_per_pair": "SSIM per test pair", "test_mse": "test MSE",
+    "n_pairs": "test pairs", "task": "the face task", "data": "its description",
+    "curve": "[wall s, CPU s, validation MSE] per epoch", "final_valid_mse": "validation MSE at the last epoch",
+    "target_mse": "the MSE every method is timed to", "time_to_target_s": "training CPU seconds to reach it",
+}
+
+
+RECONSTRUCTION = register(Protocol(
+    name="reconstruction", defaults=DEFAULTS, run_cell=run_cell, training=training, test_data=test_fingerprint,
+    pipelines=("model", "identity"), details=DETAILS, figures=("panels",), panel_labels=("input", "target"),
+))

@@ -1,0 +1,163 @@
+"""Gaussian Parzen-window log-likelihood of a model's samples (the GAN paper's Table 1 protocol).
+
+``n_samples`` samples are drawn with a generator seeded ``sample_seed + seed``; sigma is chosen
+on the first ``valid_limit`` images of the validation split from ``logspace(*sigma_grid)``; the
+value is the mean log-likelihood (nats) of the test split under that window, ± its standard error.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Mapping, Optional
+
+import numpy as np
+import torch
+
+from .. import data as ekdata
+from .. import evaluation as ev
+from ..devices import choose_device
+from ..errors import EvalkitError
+from ..images import to_uint8
+from ..measurement import Measurement
+from .base import Cell, CellResult, Protocol, RunSettings, register, training_notes
+from .common import figure_only, model_training, sampled_model
+
+DEFAULTS = {
+    "n_samples": 10000,
+    "sigma_grid": [-1.0, 0.0, 10],
+    "valid_split": "valid",
+    "valid_limit": 1000,
+    "test_split": "test",
+    "train_split": "train",
+    "sample_seed": 1234,
+}
+
+DETAILS = {
+    "sigma": "the chosen window width",
+    "sigmas": "the grid it was chosen from",
+    "validation_curve": "mean validation log-likelihood per sigma",
+    "n_samples": "samples drawn",
+    "n_valid": "validation images choosing sigma",
+    "n_test": "test images scored",
+    "stderr": "standard error of the mean over test images",
+}
+
+
+def evaluate_parzen(
+    model: Any,
+    *,
+    dataset: str,
+    protocol: Mapping[str, Any],
+    seed: int,
+    data_dir: Optional[str] = None,
+    device: Optional[str] = None,
+    progress: bool = True,
+    who: str = "model",
+    samples: Optional[torch.Tensor] = None,
+) -> Measurement:
+    """The Parzen protocol on one model (or on given ``samples``); ``protocol`` over :data:`DEFAULTS`.
+
+    The model's samples are streamed: drawn chunk by chunk (:func:`evalkit.evaluation.iter_sample_chunks`,
+    the same calls and random stream as :func:`~evalkit.evaluation.draw_samples`), each chunk checked
+    and folded into a :class:`~evalkit.metrics.parzen.ParzenAccumulator`, then dropped, so memory
+    does not grow with ``n_samples``; only the first 100 are kept (``samples`` of the measurement)."""
+    from tqdm.auto import tqdm
+
+    from ..metrics.parzen import ParzenAccumulator
+
+    p = {**DEFAULTS, **protocol}
+    dev = choose_device(device)
+    test = ekdata.load(dataset, p["test_split"], data_dir=data_dir)
+    valid = ekdata.load(dataset, p["valid_split"], data_dir=data_dir)
+    limit = int(p["valid_limit"] or 0)
+    if limit:
+        valid = valid.subset(slice(0, limit))
+    n = int(p["n_samples"])
+    start, stop, num = p["sigma_grid"]
+    sigmas = np.logspace(start, stop, int(num))
+    acc = ParzenAccumulator(test.tensor(), validation=valid.tensor(), sigmas=sigmas, device=device)
+    batch = ev.SAMPLE_BATCH  # per call, as draw_samples: the random stream of the recorded results
+    if samples is None:
+        chunks = ev.iter_sample_chunks(model, n, seed=int(p["sample_seed"]) + seed, device=dev, batch=batch, who=who)
+        total = n
+    else:
+        ev.check_samples(samples, test.image_shape, who)  # already in memory: checked whole
+        chunks = (samples[i : i + batch] for i in range(0, samples.shape[0], batch))
+        total = int(samples.shape[0])
+    preview: list[torch.Tensor] = []
+    kept = 0
+    t_sample = 0.0
+    with tqdm(total=total, disable=not progress, desc="parzen", unit="img", leave=False) as bar:
+        while True:
+            t0 = time.perf_counter()
+            chunk = next(chunks, None)
+            t_sample += time.perf_counter() - t0
+            if chunk is None:
+                break
+            ev.check_samples(chunk, test.image_shape, who)
+            if kept < 100:
+                preview.append(chunk[: 100 - kept].clone())
+                kept += preview[-1].shape[0]
+            try:
+                acc.add(chunk)
+            except ValueError as exc:  # check_samples passed: not expected, but name the model
+                raise EvalkitError(f"{who}: {exc}") from exc
+            bar.update(chunk.shape[0])
+            del chunk  # not kept: the next chunk replaces it
+    if acc.n_samples_ == 0:
+        raise EvalkitError(f"{who}: no samples to evaluate (n_samples = {total}); the Parzen protocol needs at least one")
+    res = acc.result()
+    d = res.to_dict()
+    d.pop("per_point", None)
+    return Measurement(
+        value=float(res.mean),
+        pm=float(res.stderr),
+        details={**d, "sigma": float(res.sigma), "n_valid": len(valid), "n_test": len(test)},
+        data={"dataset": dataset, "test": test.fingerprint, "valid": valid.fingerprint},
+        timings={"sample_s": t_sample if samples is None else 0.0, "parzen_s": float(res.seconds)},
+        samples=to_uint8(torch.cat(preview)),
+    )
+
+
+def run_cell(cell: Cell, run: RunSettings, log: Callable[[str], None]) -> CellResult:
+    """Train (or reuse) the row's model, then :func:`evaluate_parzen` on the column's data set."""
+    model, loaded, info, who = sampled_model(cell, run, log, model_training(cell, run), None)
+    if cell.row.figure_only:
+        m = figure_only(cell)
+    else:
+        m = evaluate_parzen(model, dataset=cell.column.dataset, protocol=cell.settings, seed=cell.seed, data_dir=run.data_dir,
+                            device=run.device, progress=run.progress, who=who)
+    return CellResult(m, loaded, info, model)
+
+
+def sample_notes(bench: Any, row: Any, column: Any, recs: list[Mapping]) -> list[str]:
+    """Footnotes of a cell measured on samples: a different number of samples than the spec's,
+    the training budget, and a sigma chosen at the edge of its grid."""
+    out = []
+    proto = recs[0].get("run_config", {}).get("protocol", {})
+    base = bench.protocol
+    if proto.get("n_samples") != base.get("n_samples") and column.protocol.get("n_samples") is None:
+        out.append(f"{row.label}, {column.label}: {proto.get('n_samples')} samples instead of {base.get('n_samples')}.")
+    out += training_notes(bench, row, column, recs)
+    details = recs[0].get("details", {})
+    if details.get("sigma") is not None:
+        sig = details["sigma"]
+        grid = details.get("sigmas") or []
+        if grid and (abs(sig - min(grid)) < 1e-12 or abs(sig - max(grid)) < 1e-12):
+            out.append(f"{row.label}, {column.label}: the chosen sigma {sig:.4g} is at the edge of the grid; the optimum may lie outside it.")
+    return out
+
+
+def sample_provenance(entry: Mapping[str, Any]) -> str:
+    """``value ± pm (sigma s, n samples)``."""
+    d = entry.get("details") or {}
+    if d.get("sigma") is None:
+        return f"{entry['value']:.4g}"
+    return f"{entry['value']:.2f} ± {entry['pm']:.2f} (sigma {d['sigma']:.4g}, {d.get('n_samples')} samples)"
+
+
+PARZEN = register(Protocol(
+    name="parzen", defaults=DEFAULTS, run_cell=run_cell, training=lambda cell, run: model_training(cell, run),
+    deviation_notes=sample_notes, details=DETAILS, provenance_text=sample_provenance, eval_timing="parzen_s",
+    figures=("samples", "embedding", "style", "curve"), previews=("embed", "style"), samples_per_column=True,
+    curve_label="Parzen log-likelihood (nats)",
+))
