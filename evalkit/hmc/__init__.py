@@ -1,0 +1,27 @@
+"""evalkit.hmc: the numerical core of the latent-space HMC study (issue 16).
+
+* :mod:`.target`: the lecture's banana/biscuit/doughnut posterior (:class:`BananaPosterior`)
+  and a Gaussian test target.
+* :mod:`.samplers`: θ-space HMC with dual-averaging warm-up (:func:`hmc`), random-walk
+  Metropolis (:func:`rwm`).
+* :mod:`.autoencoders`: AE and VAE with a 2-d latent space trained on posterior samples.
+* :mod:`.latent`: HMC in the latent space, uncorrected (the lecture) or corrected to the
+  exact posterior by delayed acceptance on an augmented space (:func:`latent_hmc`).
+* :mod:`.diagnostics`: bulk ESS (Geyer's initial monotone sequence), split R-hat, moment errors.
+"""
+from .diagnostics import ess, moment_errors, split_rhat
+from .samplers import ChainResult, DualAveraging, hmc, rwm
+from .target import BananaPosterior, GaussianTarget, log_prob_and_grad
+
+__all__ = [
+    "BananaPosterior",
+    "GaussianTarget",
+    "log_prob_and_grad",
+    "ChainResult",
+    "DualAveraging",
+    "hmc",
+    "rwm",
+    "ess",
+    "split_rhat",
+    "moment_errors",
+]

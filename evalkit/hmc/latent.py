@@ -1,0 +1,237 @@
+"""HMC in the latent space of an autoencoder, with and without a correction to the true posterior.
+
+The density sampled in z (the latent dynamics)
+----------------------------------------------
+With decoder mean g: R^d → R^D (d = 2) and Jacobian J(z) = ∂g/∂z ∈ R^{D×d}, the latent
+dynamics run leapfrog on the *pulled-back posterior*
+
+    s(z) = log p(g(z) | y) + ½ log det(J(z)ᵀ J(z))            (:class:`PulledBackDensity`)
+
+i.e. the posterior restricted to the decoder's image, expressed in z with the area element
+of an injective g. For D = d and a bijective g, exp s is exactly the density of z = g⁻¹(θ)
+under the posterior, so g(z) with z ~ exp s is exact; for D > d the image of g is a
+d-dimensional surface in R^D and no z-only chain can represent the D-dimensional posterior.
+(``jacobian=False`` drops the ½ log det term: the "naive" pull-back, which is wrong even for
+D = d unless g is volume preserving.)
+
+Sampler ``latent-uncorrected`` (what the lecture's figure shows)
+-----------------------------------------------------------------
+Plain HMC on s(z) (accepted by the usual min(1, exp(−ΔH)) on s), reporting θ = g(z). This
+is what the lecture did: HMC in the latent space of an AE trained on samples, trajectory
+plotted, no correction. Its stationary law is g_# (exp s): exact only when g is an exact
+bijection and the Jacobian term is included; otherwise biased by the autoencoder's error,
+and for D > d it is supported on a d-dimensional surface (the covariance of θ has rank ≤ d).
+It never evaluates the θ-space posterior apart from through s.
+
+Sampler ``latent-corrected`` (exact: delayed acceptance on an augmented space)
+-----------------------------------------------------------------------------
+State (z, θ) with the *augmented target*
+
+    π(z, θ) = p(θ | y) · r(z | θ),   r(z | θ) = N(z; e_μ(θ), diag e_σ(θ)²)   (the encoder),
+
+whose θ-marginal is exactly the posterior for any encoder. One iteration (momentum p ~ N(0,I)):
+
+1. leapfrog on s from (z, p) to (z', p') (a volume-preserving involution after the momentum
+   flip), and draw θ' ~ q(θ' | z') = N(g(z'), diag d_σ(z')²) (the decoder);
+2. stage 1 (cheap, no θ-space evaluation): accept with α1 = min(1, exp(s(z') − ½‖p'‖² − s(z) + ½‖p‖²));
+3. stage 2: accept with α2 = min(1, w(z', θ') / w(z, θ)), log w(z, θ) = log π(z, θ) − log q(θ | z) − s(z).
+
+The product α1·α2 is the delayed-acceptance rule (Christen & Fox 2005) for the
+Metropolis–Hastings ratio π(z',θ') N(p') q(θ|z) / (π(z,θ) N(p) q(θ'|z')) of this proposal,
+so the chain leaves π(z, θ) invariant and its θ-draws target p(θ | y) *exactly*, whatever the
+quality of the autoencoder: a poor autoencoder costs efficiency (stage-2 rejections), never
+correctness. w is an importance weight of π against s(z)·q(θ|z); stage 2 accepts well only
+where the decoder density q(θ|z) covers the posterior around g(z) and r(z|θ) matches where
+the dynamics put z. For D > d, q must cover D − d directions by its noise alone, so
+acceptance is expected to fall as D grows (an honest cost of a 2-d latent space).
+
+Costs counted: ``n_grad`` = gradient evaluations of s (one per leapfrog step per chain;
+each contains a decoder Jacobian and its derivative, dearer than a θ-space gradient);
+``n_logp`` = θ-space log p evaluations (stage 2 only, for the chains that passed stage 1).
+The step size is adapted in warm-up by dual averaging on the stage-1 acceptance statistic
+(target ``target_accept``), then frozen. The autoencoder's training cost is not included.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch.func import grad_and_value, jacfwd, vmap
+
+from .autoencoders import LatentMap
+from .samplers import HMC_TARGET_ACCEPT, ChainResult, DualAveraging, _log_accept, leapfrog, n_leapfrog_for
+from .target import DTYPE, Target
+
+__all__ = ["PulledBackDensity", "latent_hmc", "gaussian_log_density"]
+
+
+def gaussian_log_density(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """log N(x; mean, diag std²) summed over the last axis, with its normalising constant."""
+    return (-0.5 * ((x - mean) / std) ** 2 - torch.log(std) - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+class PulledBackDensity:
+    """s(z) = log p(g(z) | y) + ½ log det(J(z)ᵀ J(z)) (module docstring), vectorised over chains."""
+
+    def __init__(self, target: Target, lmap: LatentMap, *, jacobian: bool = True):
+        self.target, self.lmap, self.jacobian = target, lmap, jacobian
+        self.dim = lmap.latent_dim
+
+        def single(z: torch.Tensor) -> torch.Tensor:
+            theta = lmap.decode_mean(z)
+            val = target.log_prob(theta[None])[0]
+            if jacobian:
+                jac = jacfwd(lmap.decode_mean)(z)
+                val = val + 0.5 * torch.logdet(jac.T @ jac)
+            return val
+
+        self._value = vmap(single)
+        self._grad_value = vmap(grad_and_value(single))
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self._value(z.to(DTYPE))
+
+    def log_prob_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            g, v = self._grad_value(z.to(DTYPE))
+        return v, g
+
+
+def _log_w(target: Target, lmap: LatentMap, s_z: torch.Tensor, z: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """log w(z, θ) = log p(θ|y) + log r(z|θ) − log q(θ|z) − s(z) (module docstring)."""
+    em, es = lmap.encode(theta)
+    dm, ds = lmap.decode(z)
+    return target.log_prob(theta) + gaussian_log_density(z, em, es) - gaussian_log_density(theta, dm, ds) - s_z
+
+
+def latent_hmc(
+    target: Target,
+    lmap: LatentMap,
+    theta0: torch.Tensor,
+    *,
+    n_warmup: int,
+    n_draws: int,
+    seed: int,
+    corrected: bool = True,
+    jacobian: bool = True,
+    traj_length: float = 1.5,
+    target_accept: float = HMC_TARGET_ACCEPT,
+    init_step: float = 0.1,
+    max_leapfrog: int = 100,
+    record: int = 0,
+) -> ChainResult:
+    """Latent HMC from θ-states ``theta0`` [C, D] (module docstring for both variants).
+
+    ``draws`` are θ: the θ-chain of the augmented sampler when ``corrected``, else g(z).
+    ``extra``: ``z_draws`` [C, S, d]; ``stage1_accept`` and ``stage2_accept`` (the latter the
+    fraction of stage-1 survivors accepted; corrected only); ``trajectories``: for chain 0 and
+    the first ``record`` post-warm-up iterations, dicts with ``start`` [d], ``path`` [L, d]
+    (leapfrog positions), ``proposal`` [d] and ``accepted``; ``init_z`` [d] (chain 0's first z).
+    """
+    gen = torch.Generator().manual_seed(int(seed))
+    dens = PulledBackDensity(target, lmap, jacobian=jacobian)
+    C = theta0.shape[0]
+    d = lmap.latent_dim
+    t_start = time.perf_counter()
+    with torch.no_grad():
+        theta = theta0.detach().to(DTYPE).clone()
+        em, es = lmap.encode(theta)
+        z = em + es * torch.randn(em.shape, generator=gen, dtype=DTYPE) if corrected else em.clone()
+        if not corrected:
+            theta = lmap.decode_mean(z)
+    s_z, g_z = dens.log_prob_and_grad(z)
+    n_grad, n_logp = C, 0
+    if corrected:
+        with torch.no_grad():
+            log_w = _log_w(target, lmap, s_z, z, theta)
+        n_logp += C
+    init_z = z[0].numpy().copy()
+    da = DualAveraging(init_step, target_accept)
+    step = init_step
+    draws = np.empty((C, n_draws, theta.shape[1]))
+    z_draws = np.empty((C, n_draws, d))
+    acc_total = acc1_total = passed_total = 0
+    warm_stats: list[float] = []
+    trajectories: list[dict[str, Any]] = []
+    for it in range(n_warmup + n_draws):
+        warm = it < n_warmup
+        if it == n_warmup and n_warmup > 0:
+            step = da.final
+        L = n_leapfrog_for(step, traj_length, max_leapfrog)
+        p = torch.randn(C, d, generator=gen, dtype=DTYPE)
+        z_new, p_new, s_new, g_new, path = leapfrog(dens.log_prob_and_grad, z, p, g_z, step, L)
+        n_grad += C * L
+        log_a1 = _log_accept((s_new - 0.5 * (p_new**2).sum(1)) - (s_z - 0.5 * (p**2).sum(1)))
+        acc1 = torch.log(torch.rand(C, generator=gen, dtype=DTYPE)) < log_a1
+        acc = acc1.clone()
+        if corrected:
+            idx = acc1.nonzero().flatten()
+            if idx.numel() > 0:
+                with torch.no_grad():
+                    dm, ds = lmap.decode(z_new[idx])
+                    th_new = dm + ds * torch.randn(dm.shape, generator=gen, dtype=DTYPE)
+                    lw_new = _log_w(target, lmap, s_new[idx], z_new[idx], th_new)
+                n_logp += int(idx.numel())
+                log_a2 = _log_accept(lw_new - log_w[idx])
+                acc2 = torch.log(torch.rand(idx.numel(), generator=gen, dtype=DTYPE)) < log_a2
+                ok = idx[acc2]
+                acc = torch.zeros(C, dtype=torch.bool)
+                acc[ok] = True
+                theta = theta.clone()
+                theta[ok] = th_new[acc2]
+                log_w = log_w.clone()
+                log_w[ok] = lw_new[acc2]
+            else:
+                acc = torch.zeros(C, dtype=torch.bool)
+        if not warm and len(trajectories) < record:
+            trajectories.append(
+                {
+                    "start": z[0].numpy().copy(),
+                    "path": torch.stack([q[0] for q in path]).numpy(),
+                    "proposal": z_new[0].numpy().copy(),
+                    "accepted": bool(acc[0]),
+                }
+            )
+        z = torch.where(acc[:, None], z_new, z)
+        s_z = torch.where(acc, s_new, s_z)
+        g_z = torch.where(acc[:, None], g_new, g_z)
+        if not corrected:
+            with torch.no_grad():
+                theta = lmap.decode_mean(z)
+        a_stat = float(torch.exp(torch.clamp(log_a1, max=0.0)).mean())
+        if warm:
+            warm_stats.append(a_stat)
+            step = da.update(a_stat)
+        else:
+            acc1_total += int(acc1.sum())
+            acc_total += int(acc.sum())
+            draws[:, it - n_warmup] = theta.numpy()
+            z_draws[:, it - n_warmup] = z.numpy()
+    wall = time.perf_counter() - t_start
+    n_prop = max(1, C * n_draws)
+    extra: dict[str, Any] = {
+        "z_draws": z_draws,
+        "stage1_accept": acc1_total / n_prop,
+        "stage2_accept": (acc_total / acc1_total) if (corrected and acc1_total) else float("nan"),
+        "trajectories": trajectories,
+        "init_z": init_z,
+        "traj_length": traj_length,
+        "target_accept": target_accept,
+        "corrected": corrected,
+        "jacobian": jacobian,
+    }
+    return ChainResult(
+        draws=draws,
+        accept_rate=acc_total / n_prop,
+        step_size=step,
+        n_leapfrog=n_leapfrog_for(step, traj_length, max_leapfrog),
+        n_grad=n_grad,
+        n_logp=n_logp,
+        wall_time_s=wall,
+        warmup_accept=float(np.mean(warm_stats[len(warm_stats) // 2 :])) if warm_stats else float("nan"),
+        extra=extra,
+    )
