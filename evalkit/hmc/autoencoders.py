@@ -9,7 +9,10 @@ Both models offer the *latent map* interface that :mod:`evalkit.hmc.latent` samp
 * ``decode(z [C, d]) -> (mean [C, D], std [C, D])``: the θ-proposal density
   q(θ | z) = N(θ; mean, diag std²) used by the corrected latent sampler;
 * ``decode_mean(z)``: g(z), the deterministic decoder, for a single z [d] or a batch
-  [C, d]; the latent dynamics differentiate it (torch.func).
+  [C, d]; the latent dynamics differentiate it (torch.func);
+* optionally ``decode_mean_and_jacobian(z [C, d]) -> (g(z) [C, D], J(z) [C, D, d])``, a
+  faster batched path differentiable by plain autograd (both models here have it: exact
+  forward-mode propagation through the MLP).
 
 :class:`AutoEncoder` (deterministic, trained by mean squared error): g and e are MLPs. The
 latent codes are whitened after training (z ← (e(θ) − m)/s with the mean m and standard
@@ -38,7 +41,7 @@ from torch import nn
 
 from .target import DTYPE
 
-__all__ = ["LatentMap", "AutoEncoder", "VAE", "TrainReport", "train_autoencoder", "train_vae"]
+__all__ = ["LatentMap", "mlp_value_and_jacobian", "AutoEncoder", "VAE", "TrainReport", "train_autoencoder", "train_vae"]
 
 
 class LatentMap(Protocol):
@@ -67,6 +70,25 @@ def _mlp(n_in: int, hidden: int, n_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(n_in, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, n_out))
 
 
+def mlp_value_and_jacobian(net: nn.Sequential, x: torch.Tensor, dx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact forward-mode pass through a Linear/Tanh MLP: returns (net(x), ∂net/∂x · dx).
+
+    ``x`` [C, n_in], ``dx`` [C, n_in, k] (a Jacobian of x w.r.t. k inputs) → ([C, n_out],
+    [C, n_out, k]). Linear: h = W x + b, ∂h = W ∂x; Tanh: h = tanh(a), ∂h = (1 − h²) ∂a.
+    """
+    h, j = x, dx
+    for layer in net:
+        if isinstance(layer, nn.Linear):
+            h = layer(h)
+            j = torch.einsum("oi,cik->cok", layer.weight, j)
+        elif isinstance(layer, nn.Tanh):
+            h = torch.tanh(h)
+            j = (1 - h**2)[..., None] * j
+        else:
+            raise TypeError(f"mlp_value_and_jacobian supports Linear and Tanh layers, not {type(layer).__name__}")
+    return h, j
+
+
 class AutoEncoder(nn.Module):
     """Deterministic MLP autoencoder D → d → D with whitened codes (module docstring)."""
 
@@ -86,6 +108,10 @@ class AutoEncoder(nn.Module):
 
     def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
         return self.dec(z * self.z_scale + self.z_shift)
+
+    def decode_mean_and_jacobian(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dz = torch.diag_embed(self.z_scale.expand_as(z))
+        return mlp_value_and_jacobian(self.dec, z * self.z_scale + self.z_shift, dz)
 
     def encode(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         m = self.encode_mean(theta)
@@ -114,6 +140,10 @@ class VAE(nn.Module):
 
     def decode_mean(self, z: torch.Tensor) -> torch.Tensor:
         return self.dec(z)
+
+    def decode_mean_and_jacobian(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        eye = torch.eye(self.latent_dim, dtype=z.dtype).expand(z.shape[0], -1, -1)
+        return mlp_value_and_jacobian(self.dec, z, eye)
 
     def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         m = self.dec(z)
@@ -166,7 +196,7 @@ def train_autoencoder(
         cyc = model.encode_mean(noisy) - z
         model.enc_std.copy_(cyc.pow(2).mean(0).sqrt().clamp_min(0.05))
     wall = time.perf_counter() - t0
-    return model.eval(), TrainReport("ae", wall, steps, int(x.shape[0]), float(loss), seed)
+    return model.eval(), TrainReport("ae", wall, steps, int(x.shape[0]), float(loss.detach()), seed)
 
 
 def train_vae(
@@ -189,4 +219,4 @@ def train_vae(
         opt.step()
         sched.step()
     wall = time.perf_counter() - t0
-    return model.eval(), TrainReport("vae", wall, steps, int(x.shape[0]), float(loss), seed)
+    return model.eval(), TrainReport("vae", wall, steps, int(x.shape[0]), float(loss.detach()), seed)

@@ -73,29 +73,56 @@ def gaussian_log_density(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor)
     return (-0.5 * ((x - mean) / std) ** 2 - torch.log(std) - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
+def _half_logdet_gram(jac: torch.Tensor) -> torch.Tensor:
+    """½ log det(JᵀJ) for J [..., D, d]; the 2×2 case in closed form. A singular J gives −∞
+    or NaN (never an exception); the samplers reject such proposals."""
+    gram = jac.transpose(-1, -2) @ jac
+    if gram.shape[-1] == 2:
+        det = gram[..., 0, 0] * gram[..., 1, 1] - gram[..., 0, 1] * gram[..., 1, 0]
+    else:
+        det = torch.linalg.det(gram)
+    return 0.5 * torch.log(det)
+
+
 class PulledBackDensity:
-    """s(z) = log p(g(z) | y) + ½ log det(J(z)ᵀ J(z)) (module docstring), vectorised over chains."""
+    """s(z) = log p(g(z) | y) + ½ log det(J(z)ᵀ J(z)) (module docstring), vectorised over chains.
+
+    Uses the map's ``decode_mean_and_jacobian`` with plain autograd when it has one, else
+    torch.func (vmap of jacfwd of ``decode_mean``), which accepts any differentiable decoder.
+    """
 
     def __init__(self, target: Target, lmap: LatentMap, *, jacobian: bool = True):
         self.target, self.lmap, self.jacobian = target, lmap, jacobian
         self.dim = lmap.latent_dim
+        self._fast = hasattr(lmap, "decode_mean_and_jacobian")
 
         def single(z: torch.Tensor) -> torch.Tensor:
             theta = lmap.decode_mean(z)
             val = target.log_prob(theta[None])[0]
             if jacobian:
-                jac = jacfwd(lmap.decode_mean)(z)
-                val = val + 0.5 * torch.logdet(jac.T @ jac)
+                val = val + _half_logdet_gram(jacfwd(lmap.decode_mean)(z))
             return val
 
         self._value = vmap(single)
         self._grad_value = vmap(grad_and_value(single))
 
+    def _batched(self, z: torch.Tensor) -> torch.Tensor:
+        if self.jacobian:
+            theta, jac = self.lmap.decode_mean_and_jacobian(z)  # type: ignore[attr-defined]
+            return self.target.log_prob(theta) + _half_logdet_gram(jac)
+        return self.target.log_prob(self.lmap.decode_mean(z))
+
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return self._value(z.to(DTYPE))
+            return self._batched(z.to(DTYPE)) if self._fast else self._value(z.to(DTYPE))
 
     def log_prob_and_grad(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._fast:
+            with torch.enable_grad():
+                x = z.detach().to(DTYPE).requires_grad_(True)
+                v = self._batched(x)
+                (g,) = torch.autograd.grad(v.sum(), x)
+            return v.detach(), g
         with torch.no_grad():
             g, v = self._grad_value(z.to(DTYPE))
         return v, g
@@ -126,6 +153,10 @@ def latent_hmc(
 ) -> ChainResult:
     """Latent HMC from θ-states ``theta0`` [C, D] (module docstring for both variants).
 
+    Start: z_0 = e_μ(θ0); the corrected chain starts at (z_0, θ ~ q(·|z_0)) (an arbitrary
+    start does not affect exactness, but a θ far from g(z_0) would carry a huge weight w
+    and stall the chain), the uncorrected one at z_0.
+
     ``draws`` are θ: the θ-chain of the augmented sampler when ``corrected``, else g(z).
     ``extra``: ``z_draws`` [C, S, d]; ``stage1_accept`` and ``stage2_accept`` (the latter the
     fraction of stage-1 survivors accepted; corrected only); ``trajectories``: for chain 0 and
@@ -139,9 +170,11 @@ def latent_hmc(
     t_start = time.perf_counter()
     with torch.no_grad():
         theta = theta0.detach().to(DTYPE).clone()
-        em, es = lmap.encode(theta)
-        z = em + es * torch.randn(em.shape, generator=gen, dtype=DTYPE) if corrected else em.clone()
-        if not corrected:
+        z = lmap.encode(theta)[0].clone()
+        if corrected:
+            dm, ds = lmap.decode(z)
+            theta = dm + ds * torch.randn(dm.shape, generator=gen, dtype=DTYPE)
+        else:
             theta = lmap.decode_mean(z)
     s_z, g_z = dens.log_prob_and_grad(z)
     n_grad, n_logp = C, 0
