@@ -241,21 +241,22 @@ def _thin_to_ess(draws: np.ndarray) -> np.ndarray:
     return draws[:, ::k].reshape(-1, draws.shape[-1])
 
 
-def test_corrected_latent_sampler_matches_its_target_and_uncorrected_does_not():
+@pytest.mark.parametrize("proposal,enc_std", [("decoder", 0.5), ("linearised", 0.3)])
+def test_corrected_latent_sampler_matches_its_target_and_uncorrected_does_not(proposal, enc_std):
     # (the torch.func path for maps without decode_mean_and_jacobian is checked against the
     # fast path in test_pulled_back_density_fast_path_equals_torch_func_path)
     target, A, b, B, normal = _toy()
-    lmap = LinearMapFast(A, b, B, torch.full((3,), 0.6, dtype=F64), torch.full((2,), 0.5, dtype=F64))
+    lmap = LinearMapFast(A, b, B, torch.full((3,), 0.6, dtype=F64), torch.full((2,), enc_std, dtype=F64))
     theta0 = initial_states(3, 8, 11)
     iid = target.sample(20_000, torch.Generator().manual_seed(12)).numpy()
     dirs = np.concatenate([np.eye(3), normal.numpy()[None]], 0)  # 3 coordinates + the off-image normal
 
-    res = latent_hmc(target, lmap, theta0, n_warmup=200, n_draws=1200, seed=13, corrected=True)
+    res = latent_hmc(target, lmap, theta0, n_warmup=200, n_draws=1200, seed=13, corrected=True, proposal=proposal)
     assert 0.05 < res.accept_rate < 0.95 and res.extra["stage1_accept"] > 0.5
     kept = _thin_to_ess(res.draws)
-    assert kept.shape[0] > 250
     pvals = [stats.ks_2samp(kept @ u, iid @ u).pvalue for u in dirs]
     assert min(pvals) > 0.001 / len(dirs), pvals  # Bonferroni over the four directions
+    assert kept.shape[0] > 250  # enough nearly independent draws for the KS test to have power
 
     bad = latent_hmc(target, lmap, theta0, n_warmup=200, n_draws=1200, seed=13, corrected=False)
     kept_bad = _thin_to_ess(bad.draws)

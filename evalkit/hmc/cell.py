@@ -7,7 +7,7 @@ Sampler names (:data:`SAMPLERS`):
 * ``rwm``: random-walk Metropolis in θ (target acceptance 0.234), keeping every
   ``rwm_thin``-th state so it runs ``rwm_thin`` times as many (cheap) iterations;
 * ``latent-ae`` / ``latent-vae``: latent HMC corrected to the exact posterior (delayed
-  acceptance on the augmented space, :mod:`evalkit.hmc.latent`);
+  acceptance on the augmented space, :mod:`evalkit.hmc.latent`, θ-proposal ``"linearised"``);
 * ``latent-ae-uncorrected`` / ``latent-vae-uncorrected``: the lecture's sampler, HMC on the
   pulled-back density with θ = g(z), no correction (biased).
 

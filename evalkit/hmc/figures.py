@@ -2,8 +2,10 @@
 
 * :func:`plot_latent_trajectory`: the lecture's figure. Filled contours of the latent
   density s(z) that the dynamics follow, the leapfrog paths of the first recorded
-  iterations of one chain, its initial position (star) and every proposal's end point
-  (circle: accepted, cross: rejected; for the corrected sampler "accepted" means both stages).
+  post-warm-up iterations of one chain, the initial position of the first plotted trajectory
+  (star) and every proposal's end point (circle: accepted; for the corrected sampler a
+  triangle marks a proposal that passed stage 1 but was rejected in stage 2; cross: rejected
+  by the Hamiltonian test on s). Step sizes are the frozen, adapted ones.
 * :func:`plot_pair_marginals`: pairwise θ marginals of each sampler (coloured points)
   over the reference draws (grey), rows = samplers, columns = coordinate pairs. Default
   pairs: (θ1, θ2) the banana; for D ≥ 4 also (θ1, θ3) a biscuit (two linear coordinates)
@@ -57,9 +59,14 @@ def plot_latent_trajectory(
     for k, t in enumerate(trajs):
         line = np.concatenate([t["start"][None], t["path"]])
         ax.plot(line[:, 0], line[:, 1], "-", color="0.3", lw=0.8, alpha=0.8)
-        ax.plot(*t["proposal"], "o" if t["accepted"] else "x", color="tab:green" if t["accepted"] else "tab:red",
-                ms=5, label=("accepted proposal" if t["accepted"] else "rejected proposal"))
-    ax.plot(*result.extra["init_z"], "*", color="gold", mec="k", ms=14, label="initial position")
+        if t["accepted"]:
+            mk, col, lab = "o", "tab:green", "accepted proposal"
+        elif t.get("stage1", False) and result.extra.get("corrected"):
+            mk, col, lab = "^", "tab:orange", "passed stage 1, rejected in stage 2"
+        else:
+            mk, col, lab = "x", "tab:red", "rejected proposal"
+        ax.plot(*t["proposal"], mk, color=col, ms=6, label=lab)
+    ax.plot(*trajs[0]["start"], "*", color="gold", mec="k", ms=14, label="initial position")
     handles, labels = ax.get_legend_handles_labels()
     uniq = dict(zip(labels, handles))
     ax.legend(uniq.values(), uniq.keys(), loc="best", fontsize=8)

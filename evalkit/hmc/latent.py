@@ -32,7 +32,9 @@ State (z, θ) with the *augmented target*
 whose θ-marginal is exactly the posterior for any encoder. One iteration (momentum p ~ N(0,I)):
 
 1. leapfrog on s from (z, p) to (z', p') (a volume-preserving involution after the momentum
-   flip), and draw θ' ~ q(θ' | z') = N(g(z'), diag d_σ(z')²) (the decoder);
+   flip), and draw θ' ~ q(θ' | z') = N(g(z'), Σ(z')) (:class:`ThetaProposal`; default
+   ``"linearised"``: Σ = J e_σ² Jᵀ + diag d_σ², the first-order law of θ given z under the
+   coupling; ``"decoder"``: Σ = diag d_σ², the decoder's own density);
 2. stage 1 (cheap, no θ-space evaluation): accept with α1 = min(1, exp(s(z') − ½‖p'‖² − s(z) + ½‖p‖²));
 3. stage 2: accept with α2 = min(1, w(z', θ') / w(z, θ)), log w(z, θ) = log π(z, θ) − log q(θ | z) − s(z).
 
@@ -40,7 +42,8 @@ The product α1·α2 is the delayed-acceptance rule (Christen & Fox 2005) for th
 Metropolis–Hastings ratio π(z',θ') N(p') q(θ|z) / (π(z,θ) N(p) q(θ'|z')) of this proposal,
 so the chain leaves π(z, θ) invariant and its θ-draws target p(θ | y) *exactly*, whatever the
 quality of the autoencoder: a poor autoencoder costs efficiency (stage-2 rejections), never
-correctness. w is an importance weight of π against s(z)·q(θ|z); stage 2 accepts well only
+correctness. Any choice of s, r and q keeps exactness; they only move acceptance.
+w is an importance weight of π against s(z)·q(θ|z); stage 2 accepts well only
 where the decoder density q(θ|z) covers the posterior around g(z) and r(z|θ) matches where
 the dynamics put z. For D > d, q must cover D − d directions by its noise alone, so
 acceptance is expected to fall as D grows (an honest cost of a 2-d latent space).
@@ -65,7 +68,7 @@ from .autoencoders import LatentMap
 from .samplers import HMC_TARGET_ACCEPT, ChainResult, DualAveraging, _log_accept, leapfrog, n_leapfrog_for
 from .target import DTYPE, Target
 
-__all__ = ["PulledBackDensity", "latent_hmc", "gaussian_log_density"]
+__all__ = ["PulledBackDensity", "ThetaProposal", "PROPOSALS", "decoder_jacobian", "latent_hmc", "gaussian_log_density"]
 
 
 def gaussian_log_density(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -128,11 +131,56 @@ class PulledBackDensity:
         return v, g
 
 
-def _log_w(target: Target, lmap: LatentMap, s_z: torch.Tensor, z: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+def decoder_jacobian(lmap: LatentMap, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(g(z) [C, D], J(z) [C, D, d]) by the map's fast path if it has one, else torch.func."""
+    if hasattr(lmap, "decode_mean_and_jacobian"):
+        return lmap.decode_mean_and_jacobian(z)  # type: ignore[attr-defined]
+    return lmap.decode_mean(z), vmap(jacfwd(lmap.decode_mean))(z)
+
+
+PROPOSALS = ("decoder", "linearised")
+
+
+class ThetaProposal:
+    """q(θ | z) = N(θ; g(z), Σ(z)) with a Cholesky factor per chain.
+
+    ``"decoder"``: Σ = diag d_σ(z)² (the map's ``decode``; for a VAE its own p(θ|z)).
+    ``"linearised"``: Σ = J(z) diag e_σ(g(z))² J(z)ᵀ + diag d_σ(z)², the law of θ given z
+    when z = e(θ) + N(0, e_σ²) and e is the local inverse of g (a first-order expansion):
+    it spreads θ along the decoder's surface as the coupling r(z|θ) spreads z, so that for
+    D = d the weight w is ≈ constant and stage 2 accepts nearly always.
+    """
+
+    def __init__(self, lmap: LatentMap, kind: str):
+        if kind not in PROPOSALS:
+            raise ValueError(f"unknown proposal {kind!r}; expected one of {PROPOSALS}")
+        self.lmap, self.kind = lmap, kind
+
+    def params(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dm, ds = self.lmap.decode(z)
+        if self.kind == "decoder":
+            return dm, torch.diag_embed(ds)
+        g, jac = decoder_jacobian(self.lmap, z)
+        _, es = self.lmap.encode(g)
+        cov = (jac * es[:, None, :] ** 2) @ jac.transpose(-1, -2) + torch.diag_embed(ds**2)
+        return dm, torch.linalg.cholesky(cov)
+
+    def sample(self, z: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        m, tril = self.params(z)
+        return m + (tril @ torch.randn(m.shape + (1,), generator=gen, dtype=DTYPE))[..., 0]
+
+    def log_prob(self, theta: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        m, tril = self.params(z)
+        u = torch.linalg.solve_triangular(tril, (theta - m)[..., None], upper=False)[..., 0]
+        logdet = torch.log(torch.diagonal(tril, dim1=-2, dim2=-1)).sum(-1)
+        return -0.5 * (u**2).sum(-1) - logdet - 0.5 * m.shape[-1] * math.log(2 * math.pi)
+
+
+def _log_w(target: Target, lmap: LatentMap, prop: ThetaProposal, s_z: torch.Tensor, z: torch.Tensor,
+           theta: torch.Tensor) -> torch.Tensor:
     """log w(z, θ) = log p(θ|y) + log r(z|θ) − log q(θ|z) − s(z) (module docstring)."""
     em, es = lmap.encode(theta)
-    dm, ds = lmap.decode(z)
-    return target.log_prob(theta) + gaussian_log_density(z, em, es) - gaussian_log_density(theta, dm, ds) - s_z
+    return target.log_prob(theta) + gaussian_log_density(z, em, es) - prop.log_prob(theta, z) - s_z
 
 
 def latent_hmc(
@@ -145,6 +193,7 @@ def latent_hmc(
     seed: int,
     corrected: bool = True,
     jacobian: bool = True,
+    proposal: str = "linearised",
     traj_length: float = 1.5,
     target_accept: float = HMC_TARGET_ACCEPT,
     init_step: float = 0.1,
@@ -165,6 +214,7 @@ def latent_hmc(
     """
     gen = torch.Generator().manual_seed(int(seed))
     dens = PulledBackDensity(target, lmap, jacobian=jacobian)
+    prop = ThetaProposal(lmap, proposal)
     C = theta0.shape[0]
     d = lmap.latent_dim
     t_start = time.perf_counter()
@@ -172,15 +222,14 @@ def latent_hmc(
         theta = theta0.detach().to(DTYPE).clone()
         z = lmap.encode(theta)[0].clone()
         if corrected:
-            dm, ds = lmap.decode(z)
-            theta = dm + ds * torch.randn(dm.shape, generator=gen, dtype=DTYPE)
+            theta = prop.sample(z, gen)
         else:
             theta = lmap.decode_mean(z)
     s_z, g_z = dens.log_prob_and_grad(z)
     n_grad, n_logp = C, 0
     if corrected:
         with torch.no_grad():
-            log_w = _log_w(target, lmap, s_z, z, theta)
+            log_w = _log_w(target, lmap, prop, s_z, z, theta)
         n_logp += C
     init_z = z[0].numpy().copy()
     da = DualAveraging(init_step, target_accept)
@@ -205,9 +254,8 @@ def latent_hmc(
             idx = acc1.nonzero().flatten()
             if idx.numel() > 0:
                 with torch.no_grad():
-                    dm, ds = lmap.decode(z_new[idx])
-                    th_new = dm + ds * torch.randn(dm.shape, generator=gen, dtype=DTYPE)
-                    lw_new = _log_w(target, lmap, s_new[idx], z_new[idx], th_new)
+                    th_new = prop.sample(z_new[idx], gen)
+                    lw_new = _log_w(target, lmap, prop, s_new[idx], z_new[idx], th_new)
                 n_logp += int(idx.numel())
                 log_a2 = _log_accept(lw_new - log_w[idx])
                 acc2 = torch.log(torch.rand(idx.numel(), generator=gen, dtype=DTYPE)) < log_a2
@@ -227,6 +275,7 @@ def latent_hmc(
                     "path": torch.stack([q[0] for q in path]).numpy(),
                     "proposal": z_new[0].numpy().copy(),
                     "accepted": bool(acc[0]),
+                    "stage1": bool(acc1[0]),
                 }
             )
         z = torch.where(acc[:, None], z_new, z)
@@ -255,6 +304,7 @@ def latent_hmc(
         "traj_length": traj_length,
         "target_accept": target_accept,
         "corrected": corrected,
+        "proposal": proposal if corrected else None,
         "jacobian": jacobian,
     }
     return ChainResult(
