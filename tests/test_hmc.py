@@ -92,6 +92,7 @@ def test_ess_is_per_coordinate_and_detects_a_stuck_chain_set():
     x = np.stack([ar1(0.0, 4, 2000, 1), ar1(0.95, 4, 2000, 2)], axis=-1)
     e = ess(x)
     assert e.shape == (2,) and e[0] > 5 * e[1]
+    assert ess(np.ones((4, 100)), rank_normalize=False) == 0.0  # nothing to estimate
 
 
 def test_split_rhat_near_one_for_iid_and_large_for_disagreeing_chains():

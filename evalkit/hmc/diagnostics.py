@@ -70,6 +70,9 @@ def rank_normalize(x: np.ndarray) -> np.ndarray:
     return out
 
 
+_rank_normalize = rank_normalize  # the functions below take a keyword of the same name
+
+
 def _autocov(a: np.ndarray) -> np.ndarray:
     """Biased autocovariance per chain and coordinate by FFT: [M, n, D] -> [M, n, D]."""
     m, n, d = a.shape
@@ -119,12 +122,12 @@ def ess(x: np.ndarray, *, rank_normalize: bool = True, split: bool = True) -> np
     if split:
         a = split_chains(a)
     if rank_normalize:
-        a = globals()["rank_normalize"](a)
+        a = _rank_normalize(a)
     m, n, d = a.shape
     rho = autocorrelation(a)
     out = np.empty(d)
     for j in range(d):
-        if not np.all(np.isfinite(rho[:, j])) and not np.isfinite(rho[1, j]):
+        if not np.isfinite(rho[1, j]):  # constant draws: var⁺ = 0
             out[j] = 0.0
             continue
         tau = _geyer_tau(rho[:, j])
@@ -138,7 +141,7 @@ def split_rhat(x: np.ndarray, *, rank_normalize: bool = False) -> np.ndarray | f
     a, scalar = _as_3d(x)
     a = split_chains(a)
     if rank_normalize:
-        a = globals()["rank_normalize"](a)
+        a = _rank_normalize(a)
     m, n, d = a.shape
     w = a.var(axis=1, ddof=1).mean(0)
     b_over_n = a.mean(1).var(0, ddof=1)

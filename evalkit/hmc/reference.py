@@ -12,7 +12,6 @@ error for L = 6 and a few hundred points per axis).
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,7 +73,6 @@ def quadrature_moments(target: Target, *, half_width: float = 6.0, n: int = 801)
     """Posterior mean [2] and covariance [2, 2] by a Riemann sum on an n×n grid (D = 2 only)."""
     if target.dim != 2:
         raise ValueError(f"quadrature is implemented for D = 2 only, got D = {target.dim}")
-    t0 = time.perf_counter()
     ax = torch.linspace(-half_width, half_width, n, dtype=DTYPE)
     g1, g2 = torch.meshgrid(ax, ax, indexing="ij")
     pts = torch.stack([g1.ravel(), g2.ravel()], 1)
@@ -86,5 +84,4 @@ def quadrature_moments(target: Target, *, half_width: float = 6.0, n: int = 801)
     mean = w @ x
     c = x - mean
     cov = (c * w[:, None]).T @ c
-    _ = time.perf_counter() - t0
     return mean, cov
