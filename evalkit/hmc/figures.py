@@ -13,6 +13,7 @@
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
@@ -103,11 +104,17 @@ def plot_pair_marginals(
 
     r = thin(ref)
     names = list(samples)
-    fig, axes = plt.subplots(len(names), len(prs), figsize=(3.2 * len(prs), 3.0 * len(names)), squeeze=False)
+    # one pair (D = 2): samplers on a grid of up to 3 columns; several pairs: rows = samplers
+    ncols = min(3, len(names)) if len(prs) == 1 else len(prs)
+    nrows = math.ceil(len(names) / ncols) if len(prs) == 1 else len(names)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.2 * ncols, 3.0 * nrows), squeeze=False)
+    for ax in axes.ravel():
+        ax.set_visible(False)
     for i, name in enumerate(names):
         x = thin(samples[name])
         for j, (a, b) in enumerate(prs):
-            ax = axes[i, j]
+            ax = axes.ravel()[i] if len(prs) == 1 else axes[i, j]
+            ax.set_visible(True)
             ax.scatter(r[:, a], r[:, b], s=2, color="0.7", alpha=0.5, rasterized=True)
             ax.scatter(x[:, a], x[:, b], s=2, color="tab:orange", alpha=0.5, rasterized=True)
             ax.set_xlim(np.percentile(r[:, a], [0.1, 99.9]) + np.array([-0.5, 0.5]))
@@ -117,7 +124,7 @@ def plot_pair_marginals(
             if j == 0:
                 ax.set_title(name, fontsize=9, loc="left")
     fig.suptitle(title or f"D = {D}: sampler (orange) over reference (grey)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)
