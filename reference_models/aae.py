@@ -1,6 +1,6 @@
 """Adversarial autoencoder (Makhzani et al. 2015), the unsupervised likelihood model.
 
-MODELS.md §2A (values tagged [R] there were recalled, not re-read):
+docs/models.md §2A (values tagged [R] there were recalled, not re-read):
 
 * Encoder D -> 1000 ReLU -> 1000 ReLU -> z (linear); decoder z -> 1000 ReLU -> 1000 ReLU
   -> D sigmoid; latent discriminator z -> 1000 ReLU -> 1000 ReLU -> 1. Init N(0, 0.01^2).

@@ -1,7 +1,7 @@
 """Adversarial autoencoders with a categorical code (Makhzani et al. 2015): semi-supervised
 classification, unsupervised clustering and dimensionality reduction.
 
-MODELS.md §2B-§2D and §11. The AAE appendix could not be re-read, so everything below is
+docs/models.md §2B-§2D and §11. The AAE appendix could not be re-read, so everything below is
 [R] (recalled) unless tagged [P] (paper text quoted elsewhere) or [A] (our assumption).
 
 ``SemiSupervisedAAE`` (§2B, registry ``aae_semi``):
@@ -28,7 +28,7 @@ MODELS.md §2B-§2D and §11. The AAE appendix could not be re-read, so everythi
 * ``optimizer="sgd"`` (default): the recalled schedule, [R, low confidence]: reconstruction
   lr 0.01 momentum 0.9, adversarial (both discriminators and the generator step) lr 0.1
   momentum 0.1, supervised lr 0.1 momentum 0.9, every lr / 10 from epoch
-  ``sgd_decay_epoch`` = 50 on. MODELS.md also recalls a later second / 10 of the
+  ``sgd_decay_epoch`` = 50 on. docs/models.md also recalls a later second / 10 of the
   adversarial and supervised rates at an epoch it does not give; not implemented.
   ``optimizer="adam"``: per-phase rates ``adam_lr_recon`` 1e-3, ``adam_lr_adv`` 2e-4,
   ``adam_lr_semi`` 1e-3, beta1 ``adam_beta1`` 0.5 -- [A] choices for short CPU budgets,

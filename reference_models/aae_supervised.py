@@ -1,7 +1,7 @@
 """Supervised adversarial autoencoder (Makhzani et al. 2015): disentangling style and content.
 
 The AAE paper's "supervised AAE" section; its appendix could not be re-read, so the values
-below are [R] (recalled) or [A] (our assumption), see MODELS.md §2:
+below are [R] (recalled) or [A] (our assumption), see docs/models.md §2:
 
 * Encoder D -> 1000 ReLU -> 1000 ReLU -> z (linear, deterministic q(z|x)); ``z_dim`` = 15
   [A: the paper's MNIST style code size was not re-read].

@@ -1,4 +1,4 @@
-"""Regularised MLP autoencoders: sparse, denoising and contractive (MODELS.md §10), with the
+"""Regularised MLP autoencoders: sparse, denoising and contractive (docs/models.md §10), with the
 Markov-chain samplers that make the denoising and contractive ones generative.
 
 All three share one shape: flattened images ``[N, C*H*W]`` in [0, 1] -> ``hidden`` widths ->
@@ -58,7 +58,7 @@ checkpoint, so a loaded model rebuilds the same starts).
   checkpoint keeps the choice; ``sample()`` refuses to run before a choice is recorded.
 
 Close kin, not the published models (footnote these in any report): the GAN paper's Parzen
-table (MODELS.md §1 [P]) has "Stacked CAE" (121 +- 1.6 on MNIST) and "Deep GSN" (214 +- 1.1)
+table (docs/models.md §1 [P]) has "Stacked CAE" (121 +- 1.6 on MNIST) and "Deep GSN" (214 +- 1.1)
 rows. As recalled [R], the first is a two-layer CAE sampled with the Rifai et al. process in
 its top representation (Bengio et al. 2013, "Better mixing via deep representations") and
 the second a deep generative stochastic network trained with walkback (Bengio et al. 2014),

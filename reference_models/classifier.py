@@ -2,7 +2,7 @@
 the semi-supervised AAE's encoder and q(y|x) head trained as a plain classifier on the
 labelled examples only.
 
-MODELS.md §2B, §11 (the AAE appendix could not be re-read: architecture values are [R],
+docs/models.md §2B, §11 (the AAE appendix could not be re-read: architecture values are [R],
 optimiser values [A]):
 
 * D -> 1000 ReLU -> 1000 ReLU -> 10 (logits; softmax in the loss), weights

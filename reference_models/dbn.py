@@ -2,7 +2,7 @@
 by layer, with contrastive divergence; sampled by Gibbs sampling in the top RBM followed by a
 down pass through the directed lower layers.
 
-MODELS.md has no section on the DBN; it gives only the GAN paper's Parzen row "DBN" (138 +- 2
+docs/models.md has no section on the DBN; it gives only the GAN paper's Parzen row "DBN" (138 +- 2
 on MNIST, 1909 +- 66 on TFD) [P, §1]. That row came, as recalled [R], from Bengio et al. 2013
 ("Better mixing via deep representations"), whose DBN sizes and chain settings were not
 re-read. Everything below is therefore [R] (Hinton's published Matlab RBM code and the 2006

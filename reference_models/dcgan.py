@@ -1,7 +1,7 @@
 """Deep convolutional GAN (Radford, Metz & Chintala 2015), with minibatch discrimination
 (Salimans et al. 2016) as an option.
 
-MODELS.md §8 ([P] the paper's guidelines, [C] ``Newmu/dcgan_code`` ``faces/train_uncond_dcgan.py``
+docs/models.md §8 ([P] the paper's guidelines, [C] ``Newmu/dcgan_code`` ``faces/train_uncond_dcgan.py``
 and PyTorch ``examples/dcgan``), §7 for minibatch discrimination:
 
 * Guidelines [P]: strided convolutions in D and fractionally strided (transposed) convolutions
@@ -44,7 +44,7 @@ G is z -> 7x7x256 -> 14x14x128 -> 28x28xC and D is C -> 128 (14x14) -> 256 (7x7)
 must be square. ``g_channels`` / ``d_channels`` are width multipliers (128 in the paper's code)
 so tests can run tiny networks.
 
-Minibatch discrimination (``minibatch_discrimination=True``, MODELS.md §7 [P/C]): the layer of
+Minibatch discrimination (``minibatch_discrimination=True``, docs/models.md §7 [P/C]): the layer of
 :mod:`reference_models.improved_gan` (B = ``md_kernels`` = 100, C = ``md_dim`` = 5, weight-normed
 T with theta ~ N(0, 0.05^2), bias -1, self-pairs excluded) sits on D's flattened last conv
 features, before the output layer, which then sees [f, o] (A + B inputs). Placing it there

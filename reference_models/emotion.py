@@ -1,9 +1,9 @@
 """Facial-emotion classifiers of the GASA paper's per-emotion table (Ruiz-Garcia et al. ~2020,
-MODELS.md §5): a small CNN, optionally initialised from a GASA encoder ("CNN + GASA
+docs/models.md §5): a small CNN, optionally initialised from a GASA encoder ("CNN + GASA
 pre-training"), and a ResNet-34 trained from scratch.
 
-The classifier protocol and both architectures were NOT FOUND (MODELS.md §5, §12.7): all of
-the following is [A]. MODELS.md's [A] protocol: subject-independent split, classifier
+The classifier protocol and both architectures were NOT FOUND (docs/models.md §5, §12.7): all of
+the following is [A]. docs/models.md's [A] protocol: subject-independent split, classifier
 trained on frontal images, evaluated on GASA-normalised images, per-class accuracy.
 
 Shared training [A]: cross-entropy on the labelled images of each minibatch (``y == -1``

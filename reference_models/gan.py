@@ -1,6 +1,6 @@
 """Generative adversarial nets (Goodfellow et al. 2014): the MNIST MLP GAN.
 
-Follows ``mnist.yaml`` of the authors' code (``goodfeli/adversarial``), MODELS.md §1:
+Follows ``mnist.yaml`` of the authors' code (``goodfeli/adversarial``), docs/models.md §1:
 
 * G: z ~ U[-sqrt(3), sqrt(3)]^100 -> FC 1200 ReLU -> FC 1200 ReLU -> FC D sigmoid;
   weights U(+-0.05); output bias initialised to the logit of the pixel marginals.

@@ -3,7 +3,7 @@ Elshaw, Awad ~2020, arXiv 2007.09790, "... for Facial Pose Normalization and Emo
 Recognition") and the two baselines built from the same network: a plain convolutional
 autoencoder and the same autoencoder trained end to end with an adversarial term.
 
-MODELS.md §5. Only the abstract was available, so almost everything here is [A]. What the
+docs/models.md §5. Only the abstract was available, so almost everything here is [A]. What the
 abstract says [P, abstract]: faces at up to ±60° are mapped to a frontal, illumination-
 invariant face; the stack is built by a "generative adversarial gradual greedy layer-wise"
 algorithm from shallow convolutional-AE blocks, each paired with a shallow CNN
@@ -69,7 +69,7 @@ Models:
   adversarial term dominate the reconstruction (the restoration GAN's experience with a
   mean L1 and weight 0.1: the L1 doubled); 1e-3 keeps it a correction towards sharper
   output. ``adv_weight=0`` gives the plain autoencoder at the GAN's optimiser settings.
-* :class:`GASA` (``gasa``), the [A] algorithm of MODELS.md §5 made concrete. Block l =
+* :class:`GASA` (``gasa``), the [A] algorithm of docs/models.md §5 made concrete. Block l =
   encoder layer l + decoder layer l (L = ``len(channels)`` blocks, one more with
   ``code_dim``), with its own discriminator D_l on the space that block rebuilds (D_1:
   images; D_l, l > 1: the (l-1)-th encoder representation, a ``channels[l-2]``-channel

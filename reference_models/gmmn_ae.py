@@ -1,14 +1,14 @@
 """GMMN+AE: a generative moment matching network in the code space of an autoencoder
 (Li, Swersky, Zemel 2015, "Generative Moment Matching Networks"), the GMMN+AE row of the
-Parzen tables (MODELS.md §1/§2: 282 ± 2 nats on MNIST, 2204 ± 20 on TFD [P via the AAE
+Parzen tables (docs/models.md §1/§2: 282 ± 2 nats on MNIST, 2204 ± 20 on TFD [P via the AAE
 table]).
 
-MODELS.md has no section on this model and the paper was not re-read. The facts below
+docs/models.md has no section on this model and the paper was not re-read. The facts below
 were read in the authors' code, ``yujiali/gmmn`` ``train.py`` (``mnist_mmd_code_space``,
 which its ``__main__`` runs with its defaults), ``core/generative.py``, and their network
 library ``yujiali/pynn`` (``layer.py``, ``nn.py``): tagged [C]. Whether the published 282
 nats came from exactly these defaults is not known. [A] marks our assumptions; [P] the
-paper's published numbers as MODELS.md copies them.
+paper's published numbers as docs/models.md copies them.
 
 Autoencoder (stage 1):
 

@@ -2,7 +2,7 @@
 model (permutation-invariant), with feature matching and, as an option, minibatch
 discrimination.
 
-MODELS.md §7, read in the authors' code [C] (openai/improved-gan,
+docs/models.md §7, read in the authors' code [C] (openai/improved-gan,
 ``train_mnist_feature_matching.py`` and ``nn.py``):
 
 * G: z ~ U(0, 1)^100 -> FC 500 -> BN -> softplus -> FC 500 -> BN -> softplus -> FC D

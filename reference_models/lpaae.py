@@ -1,7 +1,7 @@
 """Learning priors for adversarial autoencoders (H.-P. Wang, W.-H. Peng, W.-J. Ko; APSIPA
 Trans. 2020, arXiv 1909.04443): an AAE whose prior is a learned code generator.
 
-MODELS.md §3. Only the abstract and the README were available; Algorithm 1 is known from
+docs/models.md §3. Only the abstract and the README were available; Algorithm 1 is known from
 a verbatim quote in a third-party re-implementation [P-quote]; that re-implementation's
 own choices are [C, not the paper's]; networks and optimiser were not retrieved, so
 everything else is [A]. For MNIST-sized data every network here is an MLP.
@@ -10,7 +10,7 @@ Networks (sizes are constructor arguments):
 
 * Encoder E: D -> 1000 ReLU -> 1000 ReLU -> ``code_dim`` (linear, deterministic) and
   decoder G: ``code_dim`` -> 1000 ReLU -> 1000 ReLU -> D sigmoid, as the MNIST AAE of
-  :mod:`reference_models.aae` (MODELS.md §2A [R]). ``code_dim`` = ``noise_dim`` = 8 [C,
+  :mod:`reference_models.aae` (docs/models.md §2A [R]). ``code_dim`` = ``noise_dim`` = 8 [C,
   the re-implementation's MNIST sizes; also the AAE's z = 8].
 * Code generator CG: z ~ N(0, ``noise_std``^2 I), ``noise_std`` = 1 [P: "a simple prior,
   e.g. N(0, I)"], -> 1000 ReLU -> 1000 ReLU -> ``code_dim`` linear [A: §3's "MLP CG,

@@ -1,7 +1,7 @@
 """Image-restoration GAN (EE367 Winter 2017, Yan Wang): one SRResNet-like generator for
 super-resolution, denoising and deblurring, trained with 0.9 L1 + 0.1 adversarial loss.
 
-MODELS.md §9. The report PDF is not available: the known facts are the loss
+docs/models.md §9. The report PDF is not available: the known facts are the loss
 (0.9 L1 + 0.1 adversarial), the ResNet generator and the data (CelebA, MIT Places);
 everything else is [A].
 
@@ -39,12 +39,12 @@ everything else is [A].
   one G step on the same G(y) rescored by the updated D (gradient for G's parameters only).
   ``pretrain_l1_steps`` (0: off) first trains G alone on the L1 loss for that many steps
   (SRGAN's SRResNet initialisation); D is not updated and no D loss is reported then.
-* Adam lr 1e-4, beta1 0.5 [A, MODELS.md]; batch 16-64 [A] (the training config's
+* Adam lr 1e-4, beta1 0.5 [A, docs/models.md]; batch 16-64 [A] (the training config's
   ``batch_size``). Images 64x64 (CelebA) or 128x128 / 256x256 (Places) [A]; the networks
   are fully convolutional up to D's pooling, so ``image_shape`` only fixes C and checks
   that H and W are multiples of the SR scale.
 
-Degradations (MODELS.md §9; in torch here, because reference_models never import evalkit;
+Degradations (docs/models.md §9; in torch here, because reference_models never import evalkit;
 the parameter names are those of ``evalkit.baselines.degradations``). The ``degradation``
 constructor argument is a dict; the clean training images are degraded inside
 ``train_step`` with the global torch RNG, so every epoch sees fresh noise and the training

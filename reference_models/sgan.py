@@ -1,7 +1,7 @@
 """Semi-supervised GAN (Odena 2016, arXiv 1606.01583): a DCGAN whose discriminator is also
 the classifier ("D/C").
 
-MODELS.md §6 (the paper's text was read in full [P]; its code, DoctorTeeth/supergan, could
+docs/models.md §6 (the paper's text was read in full [P]; its code, DoctorTeeth/supergan, could
 not be retrieved, so the architecture is an assumption [A]):
 
 * D/C ends in a softmax over N + 1 outputs ``[class 1 .. class N, FAKE]`` [P].

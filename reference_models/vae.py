@@ -2,9 +2,9 @@
 Rezende, Mohamed & Welling 2014 (an unsupervised feature extractor: a classifier is then
 trained on the posterior means) and as the VAE row of the likelihood tables.
 
-MODELS.md §10 gives the loss [C]: negative ELBO = BCE summed over pixels + KL, with
+docs/models.md §10 gives the loss [C]: negative ELBO = BCE summed over pixels + KL, with
 KL = -1/2 sum(1 + log s^2 - mu^2 - s^2), and the original paper's MNIST values [R] (500 hidden
-units, Adagrad, M = 100, L = 1). The M1 values below are not in MODELS.md; they are [A]
+units, Adagrad, M = 100, L = 1). The M1 values below are not in docs/models.md; they are [A]
 (the task brief's statement, which matches my recollection of Kingma et al. 2014 §4):
 
 * Encoder q(z|x): D -> 600 -> 600 (softplus) -> (mu, log s^2), ``z_dim`` = 50 (diagonal

@@ -2,7 +2,7 @@
 learned similarity metric"): a VAE whose reconstruction error is measured in a layer of a GAN
 discriminator, trained jointly with that GAN.
 
-MODELS.md §4 and §12 ([C] ``andersbll/autoencoding_beyond_pixels``: ``architectures.py:img64x64``,
+docs/models.md §4 and §12 ([C] ``andersbll/autoencoding_beyond_pixels``: ``architectures.py:img64x64``,
 ``model/aegan.py``, ``model/ae.py``, ``aegan.py``, ``celeba_aegan.py``; those files were also
 read for this module, and facts found only there are tagged [C, read here]):
 
@@ -11,7 +11,7 @@ read for this module, and facts found only there are tagged [C, read here]):
   values to its spatial BatchNorm only; using them for the BatchNorm after FC layers too is [A].
 * Encoder [C]: conv64 s2 - BN - ReLU -> conv128 s2 - BN - ReLU -> conv256 s2 - BN - ReLU ->
   FC 1024 - BN - ReLU -> (mu, log sigma^2), 128-d each. ``enc_fc`` = 1024 follows the code;
-  the paper's table lists FC 2048 [R] (MODELS.md §12): pass ``enc_fc=2048`` for it.
+  the paper's table lists FC 2048 [R] (docs/models.md §12): pass ``enc_fc=2048`` for it.
 * Decoder [C]: FC 8*8*256 - BN - ReLU -> deconv256 s2 -> deconv128 s2 -> deconv32 s2 (each
   BN - ReLU) -> conv C (stride 1) -> tanh.
 * Discriminator [C]: conv32 (stride 1) - ReLU -> conv128 s2 - BN - ReLU -> conv256 s2 - BN -
@@ -32,7 +32,7 @@ read for this module, and facts found only there are tagged [C, read here]):
     ``real_weight`` * sum -log(D(x) + eps) + (1 - ``real_weight``) * (B / G) * sum -log(1 - D(x_gen) + eps)
     (B real, G generated images; real_weight 0.5 [C]).
   - ``gan_on_reconstructions``: the paper's L_GAN also scores Dec(Enc(x)) [P]; the CelebA
-    script does not (``discriminate_ae_recon=False``) [C] (MODELS.md §12). False (default)
+    script does not (``discriminate_ae_recon=False``) [C] (docs/models.md §12). False (default)
     follows the script; True decodes [z; z_p] again (z without gradient to the encoder) as
     x_gen, so G = 2B, as the code does with both flags on [C, read here].
 * Updates [C]: encoder <- grad(L_prior + L_llike) (no GAN gradient reaches it); decoder <-

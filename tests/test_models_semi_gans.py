@@ -172,7 +172,7 @@ def test_sgan_faithful_size_shapes():
 
 # ----------------------------------------------------------------------------- improved GAN
 def _slow_semi_losses(l_lab, y, l_unl, l_fake):
-    """The formulas of MODELS.md §7 with explicit exp/log, float64, K + 1-th logit 0."""
+    """The formulas of docs/models.md §7 with explicit exp/log, float64, K + 1-th logit 0."""
     l_lab, l_unl, l_fake = (t.double() for t in (l_lab, l_unl, l_fake))
     lse = lambda l: torch.log(torch.exp(l).sum(1))  # noqa: E731
     softplus = lambda a: torch.log(1 + torch.exp(a))  # noqa: E731

@@ -87,7 +87,7 @@ def admm_tv(
         not be 0 (the x-update divides by ``|K(0)|²`` at zero frequency).
     lam:
         TV weight λ ≥ 0 (default 0.01, the low end of the 0.01–0.05 range
-        of MODELS.md §9; on the pixel-sum scale of the objective, so it does
+        of docs/models.md §9; on the pixel-sum scale of the objective, so it does
         not depend on the image size). Smaller λ (0.002–0.005) measured
         higher PSNR on 48–96 px test images; λ = 0 is least squares.
     rho:

@@ -351,7 +351,7 @@ def blur_degradation(
 ) -> Degradation:
     """Deblurring task: circular convolution with a ``size``×``size`` Gaussian (σ = ``sigma``) + AWGN.
 
-    Defaults follow MODELS.md §9: 9×9 kernel, σ = 2, noise σ = 0.01, not
+    Defaults follow docs/models.md §9: 9×9 kernel, σ = 2, noise σ = 0.01, not
     clipped. Parameters recorded: ``kernel="gaussian"``, ``kernel_size``,
     ``kernel_sigma``, ``boundary="circular"``, ``noise_sigma``, ``clip``.
     """

@@ -1,4 +1,4 @@
-"""Paired data of the GASA face reconstruction tasks (MODELS.md §5, issue 6): input -> target.
+"""Paired data of the GASA face reconstruction tasks (docs/models.md §5, issue 6): input -> target.
 
     from evalkit.data.face_tasks import task_pairs
     pairs = task_pairs("pose-jaffe", "test")      # PairSet: inputs / targets float32 [N, 1, 64, 64]

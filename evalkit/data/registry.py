@@ -52,7 +52,7 @@ _MNIST_SPLIT_SIZES = {"train": 50000, "valid": 10000, "train-full": 60000, "test
 # valid = the last 10,000 of train_32x32 (DCGAN's "10,000 examples from the non-extra set"),
 # train = the rest (63,257), train-full = all 73,257, test = test_32x32 only (26,032).
 # ``svhn-extra`` is the same with extra_32x32 (531,131) appended to train and train-full (the
-# "train (+extra)" setting MODELS.md §11 gives for the AAE / Kingma et al. SVHN runs); it shares the svhn/
+# "train (+extra)" setting docs/models.md §11 gives for the AAE / Kingma et al. SVHN runs); it shares the svhn/
 # folder, so ``evalkit data fetch svhn`` never downloads the 1.3 GB extra file.
 _SVHN_FILES = {
     fn: FileSpec(fn, (h,), (f"http://ufldl.stanford.edu/housenumbers/{fn}",), size)

@@ -1,4 +1,4 @@
-"""Labelled subsets for semi-supervised protocols (MODELS.md §11, DESIGN.md "Semi-supervised error").
+"""Labelled subsets for semi-supervised protocols (docs/models.md §11, docs/models.md "Protocol contracts").
 
 A labelled subset is class-balanced (``n_labels / n_classes`` examples of every class)
 and drawn from the *training* split by a seeded permutation, as the improved-GAN code

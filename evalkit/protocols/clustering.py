@@ -40,7 +40,7 @@ def evaluate_clusterer(
     device: Optional[str] = None,
     who: str = "model",
 ) -> Measurement:
-    """Cluster-assignment error of the AAE paper (§6; MODELS.md §11) of ``cluster_probs``:
+    """Cluster-assignment error of the AAE paper (§6; docs/models.md §11) of ``cluster_probs``:
     each cluster takes the label of the reference example that maximises q(y_i|x)."""
     p = {**DEFAULTS, **protocol}
     dev = choose_device(device, model=model)

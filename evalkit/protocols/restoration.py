@@ -100,7 +100,7 @@ def evaluate_restoration(
     progress: bool = False,
 ) -> Measurement:
     """PSNR (dB) and SSIM of ``restore(degraded)`` against the clean images, per image,
-    averaged over images (DESIGN.md: MAX = 1 on [0, 1], RGB unless ``channel="y"``).
+    averaged over images (docs/models.md, Protocol contracts: MAX = 1 on [0, 1], RGB unless ``channel="y"``).
 
     ``images``: clean ``[1, C, H, W]`` tensors in [0, 1] (sizes may differ). Image ``i`` is
     degraded with seed ``seed * 100003 + i``, so every method sees identical inputs. The

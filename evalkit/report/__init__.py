@@ -192,7 +192,13 @@ def panel_figures(bench: Benchmark, records: list[dict], out_dir: Path) -> list[
     order = {r.id: i for i, r in enumerate(bench.rows)}
     latest = newest(records)
     for col in bench.columns:
-        recs = [r for (_, c, _), r in latest.items() if c == col.id and r.get("example_preview") and Path(r["example_preview"]).exists()]
+        recs = [r for (_, c, _), r in latest.items() if c == col.id and r.get("example_preview")]
+        if recs and col.id in bench.local_figures and not all(Path(r["example_preview"]).exists() for r in recs):
+            # a local-only figure whose previews are not on this machine: listed all the same (the
+            # report's text must not depend on local files), with how to build it
+            figs.append(("", _figure_name(bench.name, col.id), True))
+            continue
+        recs = [r for r in recs if Path(r["example_preview"]).exists()]
         if not recs:
             continue
         seed = min(r["seed"] for r in recs)

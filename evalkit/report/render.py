@@ -67,7 +67,9 @@ def to_markdown(t: Table, *, figures: list[tuple[str, str]] = ()) -> str:
             out.append("")
         if local:
             out.append("Built locally by the same command but not committed, because they show data-set images, which "
-                       "this project never redistributes: " + ", ".join(f"`{p}`" for _, p in local) + ".")
+                       "this project never redistributes: " + ", ".join(f"`{p}`" for _, p in local) + ". They are drawn "
+                       f"from the example outputs that `evalkit run {t.benchmark}` keeps beside the local result store; "
+                       "where those are absent (a fresh clone), re-run the cells with `--redo` to build them.")
             out.append("")
     out += ["", "**Provenance**", ""]
     prov = _prov_lines(t)
