@@ -79,14 +79,16 @@ def training_notes(bench: Any, row: Any, column: Any, recs: list[Mapping]) -> li
     if epochs:
         dev = sorted({(r.get("provenance") or {}).get("device", "?") for r in recs})
         paper = row.train.get("paper_epochs")
-        if not row.published.get(column.id):  # nothing published to fall short of: just state the budget
-            tail = "."
-        elif paper:
+        tail, shared = ".", None
+        if row.published.get(column.id) and paper:
             tail = f"; the paper trained {paper}, so the shorter budget may explain a gap."
-        else:
-            tail = "; the paper's training length is not stated, so fewer epochs than the authors used may explain a gap."
+        elif row.published.get(column.id):  # one note for every such cell, not one copy per row
+            shared = ("Where a paper does not state its training length, the reproduced rows trained for the epochs their "
+                      "notes give; fewer epochs than the authors used may explain a gap.")
         unit = "epoch" if epochs == [1] else "epochs"
         out.append(f"{row.label}: trained {', '.join(map(str, epochs))} {unit} on {', '.join(dev)}{tail}")
+        if shared:
+            out.append(shared)
     if row.user:
         out.append(f"{row.label}: a user model evaluated under the same protocol ({r0.get('run_config', {}).get('model')}).")
     return out

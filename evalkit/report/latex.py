@@ -394,7 +394,7 @@ def _floats(grid: _Grid, lay: _Layout, caption_pt: float) -> list[list[tuple[lis
 
 def _legend(t: Table) -> str:
     return (f"Best reproduced value per {t.best_per} in bold ({'higher' if t.higher_is_better else 'lower'} is better); "
-            f"{DASH}: not run or not published.")
+            f"{DASH}: not run or not published." + (f" ± of a reproduced value: {t.pm}." if t.pm else ""))
 
 
 def latex_header(title: str, name: str) -> list[str]:

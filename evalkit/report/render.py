@@ -52,7 +52,8 @@ def to_markdown(t: Table, *, figures: list[tuple[str, str]] = ()) -> str:
             parts.append(rep + _marks(c.notes, "md"))
         out.append("| " + " | ".join(parts) + " |")
     out.append("")
-    out.append(f"Best reproduced value per {t.best_per} in bold ({'higher' if t.higher_is_better else 'lower'} is better). `{DASH}`: not run / not published.")
+    out.append(f"Best reproduced value per {t.best_per} in bold ({'higher' if t.higher_is_better else 'lower'} is better). `{DASH}`: not run / not published."
+               + (f" ± of a reproduced value: {t.pm}." if t.pm else ""))
     if t.footnotes:
         out += ["", "**Notes**", ""]
         out += [f"{i}. {text}" for i, text in enumerate(t.footnotes, 1)]

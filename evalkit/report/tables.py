@@ -49,6 +49,16 @@ class Table:
     published_columns: list = field(default_factory=list)  # per column: has a "paper" sub-column
     corner: str = "Model"  # header of the label column
     best_per: str = "column"  # where "best" was chosen ("row" once transposed)
+    pm: str = ""  # what a reproduced value's ± is (the spec's ``pm``; over seeds when ``pm_over = "seeds"``)
+
+
+def _pm_text(bench: Benchmark) -> str:
+    """What a reproduced value's ± is, in one sentence part (empty when the spec says nothing)."""
+    if bench.pm_over == "seeds":
+        return bench.pm or "standard deviation over training seeds"
+    if bench.pm:
+        return bench.pm + " (with several seeds: that error averaged over seeds, the seed-to-seed std in the notes)"
+    return ""
 
 
 def transpose(t: Table, corner: str) -> Table:
@@ -293,6 +303,7 @@ def build_table(bench: Benchmark, records: list[dict]) -> Table:
         footnotes=notes.texts,
         provenance=provenance,
         higher_is_better=bench.higher_is_better,
+        pm=_pm_text(bench),
         show_published=any(r.published for r in bench.rows),
         # a column derived from another column's records (Hungarian accuracy, NMI) has no paper values
         published_columns=[not c.source or any(c.id in r.published for r in bench.rows) for c in bench.columns],
