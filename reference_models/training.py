@@ -131,6 +131,11 @@ def make_optimizer(cls: type, params, *, fused_default: bool = False, **kwargs) 
     return cls(params, **kwargs)
 
 
+# The distribution that installs the ``evalkit`` and ``reference_models`` packages (pyproject.toml);
+# "evalkit" on PyPI is an unrelated project, so its version is never looked up.
+DISTRIBUTION = "evalkit-gen"
+
+
 def git_commit(path: Optional[Path] = None) -> Optional[str]:
     """The current git commit of the checkout holding this package (``+dirty`` when tracked files
     other than the generated ``results/`` and ``reports/`` are modified: a run appending to the
@@ -172,7 +177,7 @@ def provenance(device: torch.device, seed: int) -> dict:
     try:
         from importlib.metadata import version
 
-        ek = version("evalkit")
+        ek = version(DISTRIBUTION)
     except Exception:  # not installed as a distribution
         ek = None
     return {
