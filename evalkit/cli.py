@@ -13,6 +13,7 @@ import click
 # an explicit OMP_WAIT_POLICY in the environment wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from . import __version__
 from .cli_common import NON_NEGATIVE, POSITIVE, check_device, random_init_option
 from .cli_common import friendly_errors as _friendly_errors
 
@@ -32,7 +33,7 @@ def _csv(value: Optional[str]) -> Optional[list[str]]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="evalkit")
+@click.version_option(version=__version__, prog_name="evalkit")
 def main():
     """evalkit: rebuild published comparison tables for adversarial and autoencoder
     generative models, and evaluate your own checkpoints under the same protocols.
