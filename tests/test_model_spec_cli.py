@@ -79,3 +79,26 @@ def test_factory_module_in_the_current_folder_needs_no_pythonpath(tmp_path, monk
     assert out["model"] == "my_local_models_i15:build"
     assert sys.path[0] == str(work)
     sys.modules.pop("my_local_models_i15", None)
+
+
+def test_git_commit_of_a_package_installed_inside_another_repository(tmp_path):
+    """A package lying untracked in someone's git repository (an installed evalkit in a project's
+    .venv) records no commit; a tracked one records the repository's commit."""
+    import subprocess
+
+    from reference_models.training import git_commit
+
+    repo = tmp_path / "project"
+    pkg = repo / ".venv" / "site-packages" / "reference_models"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (repo / "app.py").write_text("x = 1\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run([*git, "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "add", "app.py"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "x"], cwd=repo, check=True)
+    assert git_commit(pkg) is None
+    subprocess.run([*git, "add", "-f", "."], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "y"], cwd=repo, check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
+    assert git_commit(pkg) == head
