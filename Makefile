@@ -1,6 +1,7 @@
 # Quick start:  make demo   (runs `evalkit run` on the embedded digits)
 #               make test   (the test suite)
-# Both create .venv and install evalkit with pinned dependencies (constraints.txt) first.
+# Both create .venv and install evalkit (distribution evalkit-gen, editable) with pinned dependencies
+# (constraints.txt) first; pyproject.toml declares the torch range, the exact pin is here and there.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin

@@ -1,4 +1,8 @@
-"""Benchmark specs: one TOML file per published table (``benchmarks/*.toml``).
+"""Benchmark specs: one TOML file per published table (``evalkit/specs/*.toml``).
+
+The specs are package data: they ship inside the installed package and are read with
+:mod:`importlib.resources`, so ``evalkit run parzen`` works from a wheel as from a checkout.
+A user's own spec is given as the path of a ``.toml`` file.
 
 A spec names the metric and its protocol, the columns (data set + protocol overrides),
 the rows (reference model + training config, or published-only), and the published
@@ -9,20 +13,28 @@ from __future__ import annotations
 import os
 import tomllib
 from dataclasses import dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from . import protocols
 from .errors import EvalkitError
 from .paths import safe_name
 
 
-def benchmarks_dir() -> Path:
-    """``EVALKIT_BENCHMARKS``, else the ``benchmarks/`` folder of this checkout."""
+SPECS_PACKAGE_DIR = "specs"  # evalkit/specs/*.toml, shipped as package data (pyproject.toml)
+
+
+def benchmarks_dir() -> Union[Path, Traversable]:
+    """Where bare benchmark names are looked up: ``EVALKIT_BENCHMARKS`` (a folder of specs used
+    instead of the packaged ones), else the specs shipped in the package (``evalkit/specs/``),
+    read with :mod:`importlib.resources` (a plain folder for an installed or checked-out
+    package, a zip member for a zipped one)."""
     env = os.environ.get("EVALKIT_BENCHMARKS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parent.parent / "benchmarks"
+    return resources.files(__package__).joinpath(SPECS_PACKAGE_DIR)
 
 
 @dataclass
@@ -93,7 +105,7 @@ class Benchmark:
     protocol: dict
     columns: list[Column]
     rows: list[Row]
-    path: Optional[Path] = None
+    path: Optional[Any] = None  # the spec file (a Path, or a Traversable inside the package)
     footnotes: list = field(default_factory=list)
     default_columns: list = field(default_factory=list)
     pm_over: str = "protocol"  # "protocol": the metric's own ± averaged over seeds; "seeds": std over seeds
@@ -242,29 +254,36 @@ class Suite:
     title: str
     parts: list  # [Benchmark]
     intro: str = ""
-    path: Optional[Path] = None
+    path: Optional[Any] = None
 
 
-def _spec_path(name_or_path: str, near: Optional[Path] = None, what: str = "benchmark name") -> Path:
-    """The TOML of a bare benchmark name (``near``, then the benchmarks folder), or an
-    existing ``.toml`` file named explicitly (not for suite parts: ``near`` is given)."""
+def _spec_path(name_or_path: str, near: Optional[Any] = None, what: str = "benchmark name") -> Any:
+    """The TOML of a bare benchmark name (in the folder ``near``, then in :func:`benchmarks_dir`),
+    or an existing ``.toml`` file named explicitly (not for suite parts: ``near`` is given).
+    Returns a Path or a Traversable (both offer ``read_text``)."""
     p = Path(name_or_path)
     if near is None and p.suffix == ".toml" and p.is_file():
         return p
-    hint = "" if near else f"(a benchmark is named by its file's stem in {benchmarks_dir()}, or given as the path of a .toml file)"
+    hint = "" if near else "(a benchmark is named by its spec's stem, see `evalkit list`, or given as the path of a .toml file)"
     name = safe_name(name_or_path, what=what, known=available(), hint=hint)
-    for d in ([near] if near else []) + [benchmarks_dir()]:
-        if (d / f"{name}.toml").is_file():
-            return d / f"{name}.toml"
+    for d in ([near] if near is not None else []) + [benchmarks_dir()]:
+        f = d.joinpath(f"{name}.toml")
+        if f.is_file():
+            return f
     known = ", ".join(available()) or "(none found)"
     raise EvalkitError(f"unknown benchmark {name_or_path!r}; known: {known} (looked in {benchmarks_dir()})")
 
 
-def _read_toml(p: Path) -> dict:
+def _read_toml(p: Any) -> dict:
     try:
-        return tomllib.loads(p.read_text())
+        return tomllib.loads(p.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as e:
         raise EvalkitError(f"{p}: invalid TOML: {e}") from e
+
+
+def _folder_of(p: Any) -> Any:
+    """The folder holding spec ``p``: where a suite's parts are looked up first."""
+    return p.parent if isinstance(p, Path) else benchmarks_dir()
 
 
 def load_spec(name_or_path: str) -> "Benchmark | Suite":
@@ -280,7 +299,7 @@ def load_spec(name_or_path: str) -> "Benchmark | Suite":
         raise EvalkitError(f"{where}: 'parts' must be a non-empty list of benchmark names")
     parts = []
     for part in data["parts"]:
-        pp = _spec_path(str(part), near=p.parent, what=f"{where}: part")
+        pp = _spec_path(str(part), near=_folder_of(p), what=f"{where}: part")
         pdata = _read_toml(pp)
         if "parts" in pdata:
             raise EvalkitError(f"{where}: part {part!r} is itself a suite; list its parts instead")
@@ -289,7 +308,7 @@ def load_spec(name_or_path: str) -> "Benchmark | Suite":
 
 
 def load_benchmark(name_or_path: str) -> Benchmark:
-    """Load ``benchmarks/<name>.toml`` (or a path to a TOML file); suites are refused."""
+    """Load the packaged spec ``<name>`` (``evalkit/specs/<name>.toml``) or a path to a TOML file; suites are refused."""
     spec = load_spec(name_or_path)
     if isinstance(spec, Suite):
         raise EvalkitError(f"{name_or_path!r} is a suite of {', '.join(b.name for b in spec.parts)}; "
@@ -298,9 +317,11 @@ def load_benchmark(name_or_path: str) -> Benchmark:
 
 
 def available() -> list[str]:
-    """The names of the specs in the benchmarks folder."""
+    """The names of the specs in :func:`benchmarks_dir` (the packaged specs by default)."""
     d = benchmarks_dir()
-    return sorted(p.stem for p in d.glob("*.toml")) if d.exists() else []
+    if not d.is_dir():
+        return []
+    return sorted(f.name[: -len(".toml")] for f in d.iterdir() if f.name.endswith(".toml") and f.is_file())
 
 
 def published_value(row: Row, column_id: str) -> Optional[list[Any]]:

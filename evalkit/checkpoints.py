@@ -10,7 +10,12 @@ A *model spec* is one of:
   names its reference model and constructor arguments, so no other file is needed).
 
 ``--checkpoint`` supplies weights: an evalkit checkpoint or a bare state dict. Keys and
-shapes are checked and every mismatch is named.
+shapes are checked and every mismatch is named. A name or factory without ``--checkpoint``
+would be scored with the weights it is built with (random, for every reference model): the
+command line refuses that unless ``--random-init`` says it is meant (:func:`require_weights`).
+
+A ``module:factory`` spec is imported with the current folder first on the import path (as
+uvicorn and pytest do), so ``--model my_models:build`` finds ``./my_models.py``.
 
 Safety: a file never decides what code runs. Every checkpoint is read with
 ``torch.load(..., weights_only=True)`` (tensors and plain containers only; a pickle that
@@ -91,12 +96,25 @@ class LoadedModel:
     info: dict  # provenance etc. from an evalkit checkpoint, if any
 
 
+def cwd_on_path() -> None:
+    """Put the current folder first on ``sys.path`` (once) so that a ``module:factory`` spec
+    finds ``./module.py`` from the console script too, whose import path holds only the
+    script's folder and site-packages (``python -m`` adds the current folder itself)."""
+    import os
+    import sys
+
+    cwd = os.getcwd()
+    if not any(p in ("", ".") or os.path.abspath(p) == cwd for p in sys.path):
+        sys.path.insert(0, cwd)
+
+
 def _import_object(target: str):
     module, _, attr = target.partition(":")
+    cwd_on_path()
     try:
         mod = importlib.import_module(module)
     except ImportError as e:
-        raise EvalkitError(f"cannot import module {module!r} for model spec {target!r}: {e}. Is the package installed / on PYTHONPATH?") from None
+        raise EvalkitError(f"cannot import module {module!r} for model spec {target!r}: {e}. Is the package installed, on PYTHONPATH or in the current folder?") from None
     except SyntaxError as e:
         raise EvalkitError(f"module {module!r} (model spec {target!r}) has a syntax error: {e.filename}:{e.lineno}: {e.msg}") from None
     except Exception as e:
@@ -239,13 +257,42 @@ def _call_factory(factory, spec: str, kwargs: dict, ck_path: Optional[Path]):
         raise EvalkitError(f"building model {spec!r} failed: {type(e).__name__}: {e}") from None
 
 
+def is_model_file(spec: str) -> bool:
+    """Whether a model spec names a file (TorchScript or evalkit checkpoint: it holds its weights)."""
+    return spec.endswith((".pt", ".pth", ".ts")) or Path(spec).is_file()
+
+
+def _names_a_model(spec: str) -> bool:
+    """A factory spec, a reference model or an installed entry point (an unknown name is left
+    to :func:`load_model`, whose error lists the known ones)."""
+    import reference_models
+
+    return ":" in spec or spec in reference_models.REGISTRY or spec in entry_point_names()
+
+
+def require_weights(spec: str, checkpoint: Optional[str], random_init: bool) -> None:
+    """Refuse a model name or factory without weights (it would be scored as initialised,
+    randomly for every reference model) unless ``random_init`` says that is meant; refuse
+    ``random_init`` beside a checkpoint. A model file holds its own weights."""
+    if checkpoint and random_init:
+        raise EvalkitError("--random-init and --checkpoint exclude each other: the checkpoint's weights would be scored")
+    if random_init and is_model_file(spec):
+        raise EvalkitError(f"--random-init with the model file {spec}: the file holds its own weights; drop --random-init")
+    if not checkpoint and not random_init and not is_model_file(spec) and _names_a_model(spec):
+        raise EvalkitError(
+            f"--model {spec} without --checkpoint would be scored with the weights it is built with (random for a reference "
+            f"model or an untrained network). Pass --checkpoint FILE with the trained weights, give an evalkit/TorchScript "
+            f".pt file as --model, or add --random-init to score the model as its factory builds it."
+        )
+
+
 def load_model(spec: str, checkpoint: Optional[str] = None, device: Optional[torch.device] = None) -> LoadedModel:
     """Resolve a model spec (see module docstring) and load ``checkpoint`` into it."""
     import reference_models
 
     ck_path = Path(checkpoint) if checkpoint else None
     spec_path = Path(spec)
-    if spec.endswith((".pt", ".pth", ".ts")) or spec_path.is_file():
+    if is_model_file(spec):
         if not spec_path.exists():
             raise EvalkitError(f"model file not found: {spec}")
         try:

@@ -13,7 +13,8 @@ import click
 # an explicit OMP_WAIT_POLICY in the environment wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from .cli_common import NON_NEGATIVE, POSITIVE, check_device
+from . import __version__
+from .cli_common import NON_NEGATIVE, POSITIVE, check_device, random_init_option
 from .cli_common import friendly_errors as _friendly_errors
 
 DEMO_BENCHMARK = "demo"
@@ -32,7 +33,7 @@ def _csv(value: Optional[str]) -> Optional[list[str]]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="evalkit")
+@click.version_option(version=__version__, prog_name="evalkit")
 def main():
     """evalkit: rebuild published comparison tables for adversarial and autoencoder
     generative models, and evaluate your own checkpoints under the same protocols.
@@ -71,11 +72,12 @@ def _common_run_options(f):
 @click.option("--columns", default=None, help="Comma-separated column ids (default: the spec's default columns).")
 @click.option("--model", "user_model", default=None, help="Add your own model as an extra row (model spec: name, pkg.mod:factory or file.pt).")
 @click.option("--checkpoint", default=None, help="Weights for --model.")
+@random_init_option
 @click.option("--label", default=None, help="Row label for --model in the report.")
 @click.option("--no-report", is_flag=True, help="Record results only; build the report later with `evalkit report`.")
 @_common_run_options
 @_friendly_errors
-def run(benchmark, rows, columns, user_model, checkpoint, label, no_report, seeds, seed, epochs, device, data_dir, cache_dir, results_dir, reports_dir, redo, no_progress, threads):
+def run(benchmark, rows, columns, user_model, checkpoint, random_init, label, no_report, seeds, seed, epochs, device, data_dir, cache_dir, results_dir, reports_dir, redo, no_progress, threads):
     """Run BENCHMARK (default: the offline demo; a suite runs each of its parts), record results, and write its report."""
     from .benchmarks import Row, Suite, load_spec
     from .report import write_report, write_suite_report
@@ -87,6 +89,12 @@ def run(benchmark, rows, columns, user_model, checkpoint, label, no_report, seed
     parts = spec.parts if isinstance(spec, Suite) else [spec]
     if checkpoint and not user_model:
         raise click.UsageError("--checkpoint needs --model (which model the weights belong to)")
+    if random_init and not user_model:
+        raise click.UsageError("--random-init goes with --model (a model scored without --checkpoint)")
+    if user_model:
+        from .checkpoints import require_weights
+
+        require_weights(user_model, checkpoint, random_init)
     row_ids, col_ids = _csv(rows), _csv(columns)
     if len(parts) > 1:  # a suite: each part takes the ids it has; an id no part has is an error
         for what, ids in (("row", row_ids), ("column", col_ids)):

@@ -64,3 +64,13 @@ def check_device(ctx, param, value):
 
 POSITIVE = click.IntRange(min=1)
 NON_NEGATIVE = click.IntRange(min=0)
+
+
+def random_init_option(f):
+    """``--random-init``: allow ``--model`` without ``--checkpoint`` (refused otherwise, see
+    :func:`evalkit.checkpoints.require_weights`)."""
+    return click.option(
+        "--random-init", is_flag=True,
+        help="Score --model without --checkpoint, with the weights its factory builds (random for a reference model). "
+             "Without this flag a model name or factory needs --checkpoint.",
+    )(f)

@@ -7,17 +7,19 @@ from typing import Any, Optional
 
 import click
 
-from .cli_common import NON_NEGATIVE, POSITIVE, check_device
+from .cli_common import NON_NEGATIVE, POSITIVE, check_device, random_init_option
 from .cli_common import friendly_errors as _friendly_errors
 from .protocols.emotion import DEFAULTS as EMOTION
 from .protocols.parzen import DEFAULTS as PARZEN
 
 
-def _load(spec: str, checkpoint: Optional[str], device: Optional[str]) -> Any:
-    """The user's model (``--model`` / ``--checkpoint``) on ``device`` (default: CUDA when present)."""
-    from .checkpoints import load_model
+def _load(spec: str, checkpoint: Optional[str], device: Optional[str], random_init: bool = False) -> Any:
+    """The user's model (``--model`` / ``--checkpoint``) on ``device`` (default: CUDA when present);
+    a name or factory without ``--checkpoint`` needs ``--random-init``."""
+    from .checkpoints import load_model, require_weights
     from .devices import choose_device
 
+    require_weights(spec, checkpoint, random_init)
     return load_model(spec, checkpoint, choose_device(device))
 
 
@@ -35,6 +37,7 @@ def eval_group():
 @eval_group.command(name="parzen")
 @click.option("--model", "spec", required=True, help="Model spec: reference name, pkg.mod:factory, or a TorchScript / evalkit .pt file.")
 @click.option("--checkpoint", default=None, help="Weights (state dict or evalkit checkpoint).")
+@random_init_option
 @click.option("--dataset", default="mnist", show_default=True, help="Data set of the protocol (mnist, fashion-mnist, olivetti, digits).")
 @click.option("--n-samples", type=POSITIVE, default=PARZEN["n_samples"], show_default=True)
 @click.option("--valid-limit", type=NON_NEGATIVE, default=PARZEN["valid_limit"], show_default=True, help="First N validation images choose sigma (0: all).")
@@ -44,13 +47,13 @@ def eval_group():
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_friendly_errors
-def eval_parzen(spec, checkpoint, dataset, n_samples, valid_limit, sigma, seed, device, data_dir, as_json):
+def eval_parzen(spec, checkpoint, random_init, dataset, n_samples, valid_limit, sigma, seed, device, data_dir, as_json):
     """Gaussian Parzen log-likelihood of a user model (GAN paper protocol)."""
     import math
 
     from .protocols.parzen import evaluate_parzen
 
-    loaded = _load(spec, checkpoint, device)
+    loaded = _load(spec, checkpoint, device, random_init)
     protocol = {**PARZEN, "n_samples": n_samples, "valid_limit": valid_limit}
     if sigma is not None:
         protocol["sigma_grid"] = [float(math.log10(sigma))] * 2 + [1]
@@ -73,6 +76,7 @@ def _print_or_json(out: dict, as_json: bool, text: str) -> None:
 @eval_group.command(name="semi-supervised")
 @click.option("--model", "spec", required=True, help="Model spec offering predict_logits(x) -> [N, K]: reference name, pkg.mod:factory, or a .pt file.")
 @click.option("--checkpoint", default=None, help="Weights (state dict or evalkit checkpoint).")
+@random_init_option
 @click.option("--labels", "n_labels", type=NON_NEGATIVE, required=True, help="Number of labels the model was trained with (0: all); recorded with the result.")
 @click.option("--label-seed", type=NON_NEGATIVE, default=0, show_default=True, help="Seed of the labelled subset the model was trained with (see `evalkit data subset`).")
 @click.option("--dataset", default="mnist", show_default=True)
@@ -80,7 +84,7 @@ def _print_or_json(out: dict, as_json: bool, text: str) -> None:
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_friendly_errors
-def eval_semi(spec, checkpoint, n_labels, label_seed, dataset, device, data_dir, as_json):
+def eval_semi(spec, checkpoint, random_init, n_labels, label_seed, dataset, device, data_dir, as_json):
     """Test error of a user classifier trained with N labels (AAE paper Table 2 protocol).
 
     The protocol's labelled subset is class-balanced and drawn from the training split
@@ -90,7 +94,7 @@ def eval_semi(spec, checkpoint, n_labels, label_seed, dataset, device, data_dir,
     from .data import labelled_subset, load, subset_fingerprint
     from .protocols.semi_supervised import evaluate_classifier
 
-    loaded = _load(spec, checkpoint, device)
+    loaded = _load(spec, checkpoint, device, random_init)
     keep = labelled_subset(load(dataset, "train", data_dir=data_dir).labels, n_labels, label_seed)
     m = evaluate_classifier(loaded.model, dataset=dataset, protocol={}, data_dir=data_dir, device=device, who=f"model {spec}")
     m.details.update(n_labels=int(keep.size), labelled_subset=subset_fingerprint(keep), label_seed=label_seed)
@@ -107,6 +111,7 @@ def eval_semi(spec, checkpoint, n_labels, label_seed, dataset, device, data_dir,
 @eval_group.command(name="clustering")
 @click.option("--model", "spec", required=True, help="Model spec offering cluster_probs(x) -> [N, K] (softmax q(y|x)).")
 @click.option("--checkpoint", default=None, help="Weights (state dict or evalkit checkpoint).")
+@random_init_option
 @click.option("--dataset", default="mnist", show_default=True)
 @click.option("--reference", type=click.Choice(["validation", "train"]), default="validation", show_default=True,
               help="Set whose most confident example labels each cluster (the paper: a held-out validation set).")
@@ -114,11 +119,11 @@ def eval_semi(spec, checkpoint, n_labels, label_seed, dataset, device, data_dir,
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_friendly_errors
-def eval_clustering(spec, checkpoint, dataset, reference, device, data_dir, as_json):
+def eval_clustering(spec, checkpoint, random_init, dataset, reference, device, data_dir, as_json):
     """Unsupervised cluster-assignment error of a user clusterer (AAE paper Table 3 protocol)."""
     from .protocols.clustering import evaluate_clusterer
 
-    loaded = _load(spec, checkpoint, device)
+    loaded = _load(spec, checkpoint, device, random_init)
     m = evaluate_clusterer(loaded.model, dataset=dataset, protocol={"reference": reference}, data_dir=data_dir, device=device, who=f"model {spec}").fields()
     out = _result(spec, checkpoint, loaded, m)
     d = m["details"]
@@ -132,6 +137,7 @@ def eval_clustering(spec, checkpoint, dataset, reference, device, data_dir, as_j
 @eval_group.command(name="restoration")
 @click.option("--model", "spec", required=True, help="Model spec offering restore(y) -> x (degraded image in, restored image out, [0, 1]).")
 @click.option("--checkpoint", default=None, help="Weights (state dict or evalkit checkpoint).")
+@random_init_option
 @click.option("--task", required=True, help="Degradation task: sr2, sr4, noise05, noise10, noise20, blur.")
 @click.option("--dataset", default="set14", show_default=True, help="Test images: a restoration set (set14, set5, bsd68, cbsd68, kodak24, mcmaster, set12), 'natural' (the split's test half) or 'faces' (celeba test).")
 @click.option("--seed", type=NON_NEGATIVE, default=0, show_default=True, help="Noise seed (image i uses seed * 100003 + i).")
@@ -141,7 +147,7 @@ def eval_clustering(spec, checkpoint, dataset, reference, device, data_dir, as_j
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_friendly_errors
-def eval_restoration(spec, checkpoint, task, dataset, seed, channel, crop_border, device, data_dir, as_json):
+def eval_restoration(spec, checkpoint, random_init, task, dataset, seed, channel, crop_border, device, data_dir, as_json):
     """PSNR / SSIM of a user restorer on a test set under a named degradation (the restoration table's protocol)."""
     from .baselines import DEGRADATIONS
     from .data import load
@@ -157,7 +163,7 @@ def eval_restoration(spec, checkpoint, task, dataset, seed, channel, crop_border
     else:
         test = load(dataset, "test", data_dir=data_dir)
         images = [test.tensor(i) for i in range(len(test))] if hasattr(test, "files") else [test.tensor()[i : i + 1] for i in range(len(test))]
-    loaded = _load(spec, checkpoint, device)
+    loaded = _load(spec, checkpoint, device, random_init)
     if not callable(getattr(loaded.model, "restore", None)):
         raise EvalkitError(f"model {spec}: {type(loaded.model).__name__} has no restore(y) method, which this protocol needs")
     dev = choose_device(device)
@@ -177,13 +183,14 @@ def eval_restoration(spec, checkpoint, task, dataset, seed, channel, crop_border
 @eval_group.command(name="emotion")
 @click.option("--model", "spec", required=True, help="Model spec offering predict_logits(x) -> [N, 7]: reference name, pkg.mod:factory, or a .pt file.")
 @click.option("--checkpoint", default=None, help="Weights (state dict or evalkit checkpoint).")
+@random_init_option
 @click.option("--dataset", type=click.Choice(sorted(EMOTION["size_by_dataset"])), default="ckplus48", show_default=True)
 @click.option("--size", type=POSITIVE, default=None, help="Square input size (default: the emotion table's, 48 for ckplus48, 64 for jaffe).")
 @click.option("--device", default=None, callback=check_device, help="cpu, cuda, cuda:1 ... (default: CUDA when present).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_friendly_errors
-def eval_emotion(spec, checkpoint, dataset, size, device, data_dir, as_json):
+def eval_emotion(spec, checkpoint, random_init, dataset, size, device, data_dir, as_json):
     """Per-emotion accuracy of a user classifier on the test subjects (the emotion tables' protocol).
 
     Images are gray, centre-cropped and resized to SIZE, in [0, 1]; the test subjects are never
@@ -192,7 +199,7 @@ def eval_emotion(spec, checkpoint, dataset, size, device, data_dir, as_json):
     from .protocols.emotion import emotion_split, score_classifier, working_size
 
     size = working_size(dataset, size)
-    loaded = _load(spec, checkpoint, device)
+    loaded = _load(spec, checkpoint, device, random_init)
     x, y, classes, fp = emotion_split(dataset, EMOTION["test_split"], size, data_dir)
     m = score_classifier(loaded.model, x, y, classes, f"model {spec}")
     m.data = {"dataset": dataset, "test": fp, "size": size}
@@ -206,6 +213,7 @@ def eval_emotion(spec, checkpoint, dataset, size, device, data_dir, as_json):
 @eval_group.command(name="reconstruction")
 @click.option("--model", "spec", required=True, help="Model spec offering restore(y) or reconstruct(x): reference name, pkg.mod:factory, or a .pt file.")
 @click.option("--checkpoint", default=None, help="Weights (state dict or evalkit checkpoint).")
+@random_init_option
 @click.option("--dataset", default="mnist", show_default=True,
               help="A paired face task (illumination-yale, pose-ckplus48, pose-jaffe: input -> target) or an image data set (target = input).")
 @click.option("--split", default="test", show_default=True)
@@ -215,12 +223,12 @@ def eval_emotion(spec, checkpoint, dataset, size, device, data_dir, as_json):
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_friendly_errors
-def eval_reconstruction(spec, checkpoint, dataset, split, size, limit, device, data_dir, as_json):
+def eval_reconstruction(spec, checkpoint, random_init, dataset, split, size, limit, device, data_dir, as_json):
     """PSNR / SSIM / MSE of a model's reconstructions: an autoencoder on an image set (sparse,
     denoising, contractive AE, VAE, AAE ...) or an image-to-image model on a face task."""
     from .protocols.reconstruction import evaluate_reconstruction
 
-    loaded = _load(spec, checkpoint, device)
+    loaded = _load(spec, checkpoint, device, random_init)
     m = evaluate_reconstruction(loaded.model, dataset, split=split, data_dir=data_dir, size=size, limit=limit, who=f"model {spec}")
     out = _result(spec, checkpoint, loaded, m)
     d = m["details"]

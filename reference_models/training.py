@@ -131,14 +131,24 @@ def make_optimizer(cls: type, params, *, fused_default: bool = False, **kwargs) 
     return cls(params, **kwargs)
 
 
+# The distribution that installs the ``evalkit`` and ``reference_models`` packages (pyproject.toml);
+# "evalkit" on PyPI is an unrelated project, so its version is never looked up.
+DISTRIBUTION = "evalkit-gen"
+
+
 def git_commit(path: Optional[Path] = None) -> Optional[str]:
     """The current git commit of the checkout holding this package (``+dirty`` when tracked files
     other than the generated ``results/`` and ``reports/`` are modified: a run appending to the
-    result store does not make the code it ran dirty)."""
+    result store does not make the code it ran dirty). None when the package is not a tracked
+    part of a git checkout: an installed evalkit inside a user's own repository (a ``.venv`` in
+    a project folder) must not record that repository's commit as its own."""
     here = path or Path(__file__).resolve().parent
     try:
         rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
         if rev.returncode != 0:
+            return None
+        tracked = subprocess.run(["git", "ls-files", "--error-unmatch", "--", "__init__.py"], cwd=here, capture_output=True, timeout=5)
+        if tracked.returncode != 0:
             return None
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no", "--", ":(top)", ":(top,exclude)results", ":(top,exclude)reports"],
@@ -172,7 +182,7 @@ def provenance(device: torch.device, seed: int) -> dict:
     try:
         from importlib.metadata import version
 
-        ek = version("evalkit")
+        ek = version(DISTRIBUTION)
     except Exception:  # not installed as a distribution
         ek = None
     return {

@@ -122,11 +122,11 @@ def test_eval_emotion_cli_scores_a_user_classifier(tmp_path, monkeypatch):
         "    return m\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    r = CliRunner().invoke(main, ["eval", "emotion", "--model", "emo_user:build", "--dataset", "jaffe", "--data-dir", data_dir, "--json"])
+    r = CliRunner().invoke(main, ["eval", "emotion", "--model", "emo_user:build", "--random-init", "--dataset", "jaffe", "--data-dir", data_dir, "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     per = out["details"]["per_class"]
     assert per["happy"] == 100.0 and all(v == 0.0 for c, v in per.items() if c != "happy")
     assert out["value"] == pytest.approx(100 / 7)
-    r = CliRunner().invoke(main, ["eval", "emotion", "--model", "emo_user:build_six", "--dataset", "jaffe", "--data-dir", data_dir])
+    r = CliRunner().invoke(main, ["eval", "emotion", "--model", "emo_user:build_six", "--random-init", "--dataset", "jaffe", "--data-dir", data_dir])
     assert r.exit_code == 2 and "7 classes" in r.output

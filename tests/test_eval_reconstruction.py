@@ -62,10 +62,10 @@ def test_autoencoder_on_an_image_set_matches_a_direct_computation(sparse_ckpt):
 
 
 def test_clear_errors(user_pkg):
-    r = cli("eval", "reconstruction", "--model", "sparse_ae", "--dataset", "digits")  # built for 28x28
+    r = cli("eval", "reconstruction", "--model", "sparse_ae", "--random-init", "--dataset", "digits")  # built for 28x28
     assert r.exit_code == 2 and "failed on images of shape (1, 8, 8)" in r.output and "image size" in r.output
     assert "Traceback" not in r.output
-    r = cli("eval", "reconstruction", "--model", "mypkg.mod:build", "--dataset", "digits")  # a sampler only
+    r = cli("eval", "reconstruction", "--model", "mypkg.mod:build", "--random-init", "--dataset", "digits")  # a sampler only
     assert r.exit_code == 2 and "neither restore(y) nor reconstruct(x)" in r.output
     r = cli("eval", "reconstruction", "--model", "no_such_model", "--dataset", "digits")
     assert r.exit_code == 2 and "no_such_model" in r.output
@@ -75,7 +75,7 @@ def test_paired_face_task_scores_restore_against_the_target():
     data_dir = real_data_dir("jaffe", "JAFFE")
     from evalkit.data.face_tasks import task_pairs
 
-    r = cli("eval", "reconstruction", "--model", "conv_ae", "--dataset", "pose-jaffe", "--data-dir", data_dir, "--json")
+    r = cli("eval", "reconstruction", "--model", "conv_ae", "--random-init", "--dataset", "pose-jaffe", "--data-dir", data_dir, "--json")
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     pairs = task_pairs("pose-jaffe", "test", data_dir=data_dir)

@@ -189,13 +189,13 @@ def test_eval_restoration_of_a_user_restorer(tmp_path, monkeypatch):
     (tmp_path / "userrest.py").write_text(USER_RESTORER)
     monkeypatch.syspath_prepend(str(tmp_path))
     run = lambda *a: CliRunner().invoke(main, ["eval", "restoration", "--data-dir", data_dir, *map(str, a)])  # noqa: E731
-    r = run("--model", "userrest:build", "--task", "sr2", "--dataset", "set5", "--json")
+    r = run("--model", "userrest:build", "--random-init", "--task", "sr2", "--dataset", "set5", "--json")
     assert r.exit_code == 0, r.output
     out = json.loads(r.output)
     assert out["details"]["n_images"] == 5 and out["details"]["crop_border"] == 2 and 20 < out["value"] < 45
-    r = run("--model", "userrest:build_identity", "--task", "noise10", "--dataset", "set5")
+    r = run("--model", "userrest:build_identity", "--random-init", "--task", "noise10", "--dataset", "set5")
     assert r.exit_code == 0 and "PSNR" in r.output and "degraded input" in r.output
-    r = run("--model", "userrest:build_none", "--task", "sr2", "--dataset", "set5")
+    r = run("--model", "userrest:build_none", "--random-init", "--task", "sr2", "--dataset", "set5")
     assert r.exit_code == 2 and "restore" in r.output
-    r = run("--model", "userrest:build", "--task", "sr3", "--dataset", "set5")
+    r = run("--model", "userrest:build", "--random-init", "--task", "sr3", "--dataset", "set5")
     assert r.exit_code == 2 and "unknown task" in r.output

@@ -135,7 +135,7 @@ def broken_pkg(tmp_path, monkeypatch) -> str:
 
 
 def test_factory_that_raises(broken_pkg):
-    failed_cleanly(cli("eval", "parzen", "--model", "brk.mod:raises", "--dataset", "digits"), "brk.mod:raises", "RuntimeError", "no GPU weights here")
+    failed_cleanly(cli("eval", "parzen", "--model", "brk.mod:raises", "--random-init", "--dataset", "digits"), "brk.mod:raises", "RuntimeError", "no GPU weights here")
 
 
 @pytest.mark.parametrize(
@@ -144,16 +144,16 @@ def test_factory_that_raises(broken_pkg):
 )
 def test_sampler_that_fails_or_returns_the_wrong_count(broken_pkg, factory, needle):
     """A user sample() that raises, returns None, no rows or fewer rows than asked: one clear line, nothing recorded."""
-    r = cli("eval", "parzen", "--model", f"brk.mod:{factory}", "--dataset", "digits", "--n-samples", 50)
+    r = cli("eval", "parzen", "--model", f"brk.mod:{factory}", "--random-init", "--dataset", "digits", "--n-samples", 50)
     failed_cleanly(r, needle)
 
 
 def test_factory_that_returns_none(broken_pkg):
-    failed_cleanly(cli("eval", "parzen", "--model", "brk.mod:returns_none", "--dataset", "digits"), "nothing (None)")
+    failed_cleanly(cli("eval", "parzen", "--model", "brk.mod:returns_none", "--random-init", "--dataset", "digits"), "nothing (None)")
 
 
 def test_plugin_module_with_a_syntax_error(broken_pkg):
-    failed_cleanly(cli("eval", "parzen", "--model", "brk.syntax:build", "--dataset", "digits"), "syntax error", "syntax.py")
+    failed_cleanly(cli("eval", "parzen", "--model", "brk.syntax:build", "--random-init", "--dataset", "digits"), "syntax error", "syntax.py")
 
 
 def test_evalkit_checkpoint_for_a_no_argument_factory(broken_pkg, tmp_path):

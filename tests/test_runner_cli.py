@@ -123,7 +123,7 @@ def test_interrupted_run_resumes_without_duplicates(tiny_toml, dirs, monkeypatch
 
 def test_run_with_user_model_row(tiny_toml, dirs, user_pkg):
     spec = f"{user_pkg}:build"
-    r = ok(cli(*run_args(tiny_toml, dirs, "--epochs", 1, "--rows", "gan", "--model", spec, "--label", "Mine")))
+    r = ok(cli(*run_args(tiny_toml, dirs, "--epochs", 1, "--rows", "gan", "--model", spec, "--random-init", "--label", "Mine")))
     recs = ResultStore(dirs["results"]).records("tiny")
     by_row = {x["row"]: x for x in recs}
     assert set(by_row) == {"gan", f"user:{spec}"}
@@ -188,7 +188,7 @@ def test_list(tmp_path):
 
 # ----------------------------------------------------------------------------- evalkit eval parzen
 def eval_args(spec, *extra):
-    return ["eval", "parzen", "--model", spec, "--dataset", "digits", "--n-samples", 300, "--valid-limit", 0, *extra]
+    return ["eval", "parzen", "--model", spec, "--random-init", "--dataset", "digits", "--n-samples", 300, "--valid-limit", 0, *extra]
 
 
 def test_eval_parzen_user_model(user_pkg):

@@ -274,7 +274,7 @@ def classifiers(tmp_path, monkeypatch):
 
 
 def test_eval_semi_supervised_and_clustering_of_a_user_model(classifiers):
-    r = ok(cli("eval", "semi-supervised", "--model", f"{classifiers}:build", "--labels", 50, "--dataset", "digits", "--json"))
+    r = ok(cli("eval", "semi-supervised", "--model", f"{classifiers}:build", "--random-init", "--labels", 50, "--dataset", "digits", "--json"))
     import json
 
     out = json.loads(r.output)
@@ -283,7 +283,7 @@ def test_eval_semi_supervised_and_clustering_of_a_user_model(classifiers):
     pred = model.predict_logits(test.tensor()).argmax(1).numpy()
     assert out["value"] == pytest.approx(100 * np.mean(pred != np.asarray(test.labels)))
     assert out["details"]["n_labels"] == 50
-    r = ok(cli("eval", "clustering", "--model", f"{classifiers}:build", "--dataset", "digits"))
+    r = ok(cli("eval", "clustering", "--model", f"{classifiers}:build", "--random-init", "--dataset", "digits"))
     assert "cluster-assignment error on digits test" in r.output and "Hungarian" in r.output
 
 
@@ -293,7 +293,7 @@ def test_eval_semi_supervised_and_clustering_of_a_user_model(classifiers):
 )
 def test_eval_bad_user_models_fail_clearly(classifiers, factory, command, needle):
     extra = ["--labels", 50] if command == "semi-supervised" else []
-    r = cli("eval", command, "--model", f"{classifiers}:{factory}", "--dataset", "digits", *extra)
+    r = cli("eval", command, "--model", f"{classifiers}:{factory}", "--random-init", "--dataset", "digits", *extra)
     assert r.exit_code == 2 and needle in r.output and "Traceback" not in r.output
 
 
