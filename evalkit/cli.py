@@ -347,3 +347,7 @@ def features_build(dataset, data_dir, cache_dir, device, force, threads, no_prog
 from .cli_eval import eval_group  # noqa: E402  (the `evalkit eval` commands live in their own module)
 
 main.add_command(eval_group)
+
+from .cli_compare import compare  # noqa: E402  (`evalkit compare A B`)
+
+main.add_command(compare)
