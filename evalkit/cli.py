@@ -42,6 +42,7 @@ def main():
     evalkit run parzen --rows gan    train/evaluate rows of a benchmark, record the results
     evalkit report parzen            rebuild the table (Markdown/LaTeX) from the result store
     evalkit eval parzen --model ...  evaluate your own model under the protocol
+    evalkit compare A B              FD, KID, precision/recall, Parzen of two image folders / arrays / models
     evalkit list                     benchmarks, reference models, data sets
     """
 

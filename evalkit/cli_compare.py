@@ -3,7 +3,9 @@ samples) in a named feature space. Registered on ``evalkit`` by :mod:`evalkit.cl
 come from :func:`evalkit.compare.compare_images`."""
 from __future__ import annotations
 
+import contextlib
 import json
+import warnings
 from typing import Optional
 
 import click
@@ -40,6 +42,17 @@ def _read(text: str, checkpoint: Optional[str], n_samples: int, seed: int, devic
     desc = f"{n_samples} samples of model {text} (sample seed {sample_seed})"
     return x.float().numpy(), desc, {"source": text, "kind": "model", "checkpoint": checkpoint,
                                      "checkpoint_sha256": loaded.checkpoint_sha256, "sample_seed": sample_seed}
+
+
+@contextlib.contextmanager
+def warnings_as_lines():
+    """Python warnings raised inside (e.g. KID's reduced subset size) as one ``warning: ...`` line each
+    on stderr, instead of a file path and a source line."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        click.echo(f"warning: {w.message}", err=True)
 
 
 @click.command(name="compare")
@@ -120,8 +133,9 @@ def compare(a, b, kind, dataset, feature_weights, feature_weights_sha256, checkp
             click.echo(f"no cached feature network for {dataset}: building it once (evalkit features build {dataset})", err=True)
             net = load_feature_net(dataset, cache_dir, data_dir, build_if_missing=True, device=device, progress=progress)
         info.update(dataset=dataset, key=net.key, test_accuracy=net.info.get("test_accuracy"))
-    res = compare_images(xa, xb, net, seed=seed, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, k=k,
-                         sigma_grid=DEFAULTS["sigma_grid"], parzen=not no_parzen, batch_size=batch_size, feature_info=info)
+    with warnings_as_lines():
+        res = compare_images(xa, xb, net, seed=seed, kid_subsets=kid_subsets, kid_subset_size=kid_subset_size, k=k,
+                             sigma_grid=DEFAULTS["sigma_grid"], parzen=not no_parzen, batch_size=batch_size, feature_info=info)
     res["a"].update(prov_a, description=desc_a)
     res["b"].update(prov_b, description=desc_b)
     if as_json:

@@ -252,6 +252,7 @@ def eval_sample_quality(spec, checkpoint, dataset, n_samples, valid_limit, kid_s
     """Parzen log-likelihood, FD, KID, precision / recall and modes covered of a user model's samples
     (the sample-quality table's protocol and feature network: evalkit's LeNet of the data set, built
     and cached on first use; values are not comparable with Inception-based FID / KID)."""
+    from .cli_compare import warnings_as_lines
     from .protocols.sample_quality import evaluate_sample_quality
 
     if threads:
@@ -261,9 +262,10 @@ def eval_sample_quality(spec, checkpoint, dataset, n_samples, valid_limit, kid_s
     loaded = _load(spec, checkpoint, device)
     protocol = {**SAMPLE_QUALITY, "n_samples": n_samples, "valid_limit": valid_limit, "kid_subsets": kid_subsets,
                 "kid_subset_size": kid_subset_size, "pr_k": k}
-    m = evaluate_sample_quality(loaded.model, dataset=dataset, protocol=protocol, seed=seed, data_dir=data_dir, device=device,
-                                progress=not no_progress, who=f"model {spec}", cache_dir=cache_dir,
-                                log=lambda s: click.echo(s, err=True))
+    with warnings_as_lines():
+        m = evaluate_sample_quality(loaded.model, dataset=dataset, protocol=protocol, seed=seed, data_dir=data_dir, device=device,
+                                    progress=not no_progress, who=f"model {spec}", cache_dir=cache_dir,
+                                    log=lambda s: click.echo(s, err=True))
     f = m.fields()
     f.pop("samples", None)
     out = _result(spec, checkpoint, loaded, f, protocol=protocol)
