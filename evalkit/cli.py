@@ -43,6 +43,7 @@ def main():
     evalkit run parzen --rows gan    train/evaluate rows of a benchmark, record the results
     evalkit report parzen            rebuild the table (Markdown/LaTeX) from the result store
     evalkit eval parzen --model ...  evaluate your own model under the protocol
+    evalkit compare A B              FD, KID, precision/recall, Parzen of two image folders / arrays / models
     evalkit list                     benchmarks, reference models, data sets
     """
 
@@ -355,3 +356,7 @@ def features_build(dataset, data_dir, cache_dir, device, force, threads, no_prog
 from .cli_eval import eval_group  # noqa: E402  (the `evalkit eval` commands live in their own module)
 
 main.add_command(eval_group)
+
+from .cli_compare import compare  # noqa: E402  (`evalkit compare A B`)
+
+main.add_command(compare)

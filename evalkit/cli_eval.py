@@ -1,5 +1,5 @@
-"""``evalkit eval ...``: a user's model under one benchmark's protocol (Parzen, semi-supervised,
-clustering, restoration, emotion, reconstruction). Registered on ``evalkit`` by :mod:`evalkit.cli`."""
+"""``evalkit eval ...``: a user's model under one benchmark's protocol (Parzen, sample quality,
+semi-supervised, clustering, restoration, emotion, reconstruction). Registered on ``evalkit`` by :mod:`evalkit.cli`."""
 from __future__ import annotations
 
 import json
@@ -11,6 +11,7 @@ from .cli_common import NON_NEGATIVE, POSITIVE, check_device, random_init_option
 from .cli_common import friendly_errors as _friendly_errors
 from .protocols.emotion import DEFAULTS as EMOTION
 from .protocols.parzen import DEFAULTS as PARZEN
+from .protocols.sample_quality import DEFAULTS as SAMPLE_QUALITY
 
 
 def _load(spec: str, checkpoint: Optional[str], device: Optional[str], random_init: bool = False) -> Any:
@@ -235,3 +236,58 @@ def eval_reconstruction(spec, checkpoint, random_init, dataset, split, size, lim
     what = "input -> target pairs" if d["kind"] == "paired" else "images, target = input"
     _print_or_json(out, as_json, f"{dataset} {split} ({d['n_test']} {what}): PSNR {d['psnr']:.2f} dB, "
                    + (f"SSIM {d['ssim']:.3f}" if d["ssim"] is not None else "no SSIM (images under its 11x11 window)") + f", MSE {d['mse']:.5f}")
+
+
+@eval_group.command(name="sample-quality")
+@click.option("--model", "spec", required=True, help="Model spec offering sample(n, *, generator=None) -> [n, C, H, W] in [0, 1]: reference name, pkg.mod:factory, or a .pt file.")
+@click.option("--checkpoint", default=None, help="Weights (state dict or evalkit checkpoint).")
+@click.option("--dataset", default="mnist", show_default=True, help="Data set of the protocol (the sample-quality table's is mnist; digits works offline).")
+@click.option("--n-samples", type=POSITIVE, default=SAMPLE_QUALITY["n_samples"], show_default=True, help="Samples drawn (seed 1234 + --seed).")
+@click.option("--valid-limit", type=NON_NEGATIVE, default=SAMPLE_QUALITY["valid_limit"], show_default=True, help="Parzen: first N validation images choose sigma (0: all).")
+@click.option("--kid-subsets", type=POSITIVE, default=SAMPLE_QUALITY["kid_subsets"], show_default=True, help="KID: random subsets.")
+@click.option("--kid-subset-size", type=click.IntRange(min=2), default=SAMPLE_QUALITY["kid_subset_size"], show_default=True, help="KID: points per subset (reduced, with a warning, to the smaller set's size).")
+@click.option("--k", "k", type=POSITIVE, default=SAMPLE_QUALITY["pr_k"], show_default=True, help="Precision / recall: k nearest neighbours.")
+@click.option("--seed", type=NON_NEGATIVE, default=0, show_default=True, help="Seeds the samples (1234 + seed) and the KID subsets.")
+@click.option("--device", default=None, callback=check_device, help="cpu, cuda, cuda:1 ... (default: CUDA when present).")
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Data directory (else $EVALKIT_DATA, else the user cache).")
+@click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="evalkit cache root holding the feature networks (else $EVALKIT_CACHE, else ~/.cache/evalkit).")
+@click.option("--threads", type=POSITIVE, default=None, help="CPU threads for torch (default: torch's choice).")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@_friendly_errors
+def eval_sample_quality(spec, checkpoint, dataset, n_samples, valid_limit, kid_subsets, kid_subset_size, k, seed, device,
+                        data_dir, cache_dir, threads, no_progress, as_json):
+    """Parzen log-likelihood, FD, KID, precision / recall and modes covered of a user model's samples
+    (the sample-quality table's protocol and feature network: evalkit's LeNet of the data set, built
+    and cached on first use; values are not comparable with Inception-based FID / KID)."""
+    from .cli_compare import warnings_as_lines
+    from .protocols.sample_quality import evaluate_sample_quality
+
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    loaded = _load(spec, checkpoint, device)
+    protocol = {**SAMPLE_QUALITY, "n_samples": n_samples, "valid_limit": valid_limit, "kid_subsets": kid_subsets,
+                "kid_subset_size": kid_subset_size, "pr_k": k}
+    with warnings_as_lines():
+        m = evaluate_sample_quality(loaded.model, dataset=dataset, protocol=protocol, seed=seed, data_dir=data_dir, device=device,
+                                    progress=not no_progress, who=f"model {spec}", cache_dir=cache_dir,
+                                    log=lambda s: click.echo(s, err=True))
+    f = m.fields()
+    f.pop("samples", None)
+    out = _result(spec, checkpoint, loaded, f, protocol=protocol)
+    d = f["details"]
+    lines = [
+        f"sample quality of model {spec} on {dataset}: {d['n_samples']} samples against {d['n_real']} {protocol['test_split']} images",
+        f"Parzen log-likelihood: {f['value']:.2f} ± {f['pm']:.2f} nats (± = standard error over {d['n_test']} test images; "
+        f"sigma {d['sigma']:.4f} chosen on {d['n_valid']} validation images)",
+        f"feature network: {d['feature_network']}",
+        f"FD:  {d['fd']:.4f}",
+        f"KID: {d['kid_mean']:.6f} ± {d['kid_std']:.6f} (± = std over {d['kid_subsets']} subsets of {d['kid_subset_size']}; "
+        f"x1000: {d['kid_mean'] * 1000:.3f})",
+        f"precision {d['precision']:.4f}, recall {d['recall']:.4f} (k = {d['k']})",
+        f"modes covered: {d['modes_covered']} of {d['n_classes']} (KL from uniform {d['mode_kl']:.4f} nats)",
+        f"note: {d['features_note']}",
+    ] + ([f"note: {d['kid_note']}"] if d.get("kid_note") else [])
+    _print_or_json(out, as_json, "\n".join(lines))

@@ -135,6 +135,16 @@ class FeatureNet:
     def feature_dim(self) -> int:
         return self.module.head.in_features
 
+    #: What outputs call this kind of feature network.
+    name = "evalkit-lenet"
+
+    def describe(self) -> str:
+        """One line naming the network, for every FD / KID output."""
+        acc = self.info.get("test_accuracy")
+        acc_s = f", test accuracy {acc:.4f}" if isinstance(acc, (int, float)) else ""
+        return (f"evalkit LeNet feature network of {self.dataset} (key {self.key}, {self.feature_dim}-d penultimate "
+                f"layer{acc_s}; not Inception-v3)")
+
     def __repr__(self) -> str:
         acc = self.info.get("test_accuracy")
         return (f"FeatureNet(dataset={self.dataset!r}, key={self.key!r}, image_shape={self.image_shape}, "

@@ -67,6 +67,10 @@ __all__ = [
     "sample_quality",
 ]
 
+#: Said beside every FD / KID computed with evalkit's LeNet feature networks.
+FEATURES_NOTE = ("FD / KID use evalkit's own LeNet features, not Inception-v3: values are not comparable with "
+                 "Inception-based FID / KID in the literature")
+
 #: Bump whenever LeNet's layers or forward pass change: it is part of the artefact key.
 def artefact_paths(dataset: str, key: str, cache_dir: Any = None) -> tuple[Path, Path]:
     """(weights .pt, sidecar .json) of an artefact under ``<cache_dir>/features/``."""
@@ -307,9 +311,11 @@ def sample_quality(
     coverage uses the feature network's argmax class of each sample.
 
     Returns a JSON-serialisable dict: ``fd``, ``kid_mean``, ``kid_std``,
-    ``kid_subsets``, ``kid_subset_size`` (effective), ``precision``, ``recall``,
+    ``kid_subsets``, ``kid_subset_size`` (effective), ``kid_requested_subset_size``, ``kid_note``
+    (why they differ, else None), ``precision``, ``recall``,
     ``k``, ``modes_covered``, ``n_classes``, ``mode_counts``, ``mode_kl``,
-    ``n_samples``, ``n_real``, ``feature_net`` (artefact key),
+    ``n_samples``, ``n_real``, ``feature_net`` (artefact key), ``feature_network`` (one line naming
+    it), ``features_note`` (not comparable with Inception-based FID),
     ``feature_net_dataset``, ``feature_net_test_accuracy``, ``feature_dim``, ``seed``,
     ``seconds``.
     """
@@ -329,7 +335,9 @@ def sample_quality(
         "modes_covered": mc.n_covered, "n_classes": mc.n_classes, "mode_counts": [int(c) for c in mc.counts],
         "mode_kl": mc.kl,
         "n_samples": int(fake_f.shape[0]), "n_real": int(real_f.shape[0]),
+        "kid_requested_subset_size": kid.requested_subset_size, "kid_note": kid.note,
         "feature_net": feature_net.key, "feature_net_dataset": feature_net.dataset,
+        "feature_network": feature_net.describe(), "features_note": FEATURES_NOTE,
         "feature_net_test_accuracy": feature_net.info.get("test_accuracy"), "feature_dim": feature_net.feature_dim,
         "seed": seed, "seconds": time.perf_counter() - t0,
     }

@@ -156,7 +156,8 @@ def test_kid_matches_double_loop_reference():
     assert res.mean == pytest.approx(mmd2_unbiased_loops(x, y), rel=1e-10, abs=1e-12)
     assert res.std == 0.0 and res.subset_size == 7 and res.gamma == pytest.approx(1 / 3)
     # subset_size larger than the sets is capped at min(N1, N2)
-    assert kernel_inception_distance(x, y, subsets=2, subset_size=1000).subset_size == 7
+    with pytest.warns(UserWarning, match="reduced from 1000 to 7"):
+        assert kernel_inception_distance(x, y, subsets=2, subset_size=1000).subset_size == 7
     # other kernel parameters
     res2 = kernel_inception_distance(x, y, subsets=1, subset_size=7, degree=2, coef0=0.5)
     assert res2.mean == pytest.approx(mmd2_unbiased_loops(x, y, degree=2, coef0=0.5), rel=1e-10, abs=1e-12)

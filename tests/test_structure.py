@@ -17,13 +17,13 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: Layer of each top-level module or sub-package of evalkit, highest first.
 LAYERS = {
-    "__main__": 7, "cli": 7, "cli_eval": 7, "cli_common": 7,
+    "__main__": 7, "cli": 7, "cli_eval": 7, "cli_common": 7, "cli_compare": 7,
     "runner": 6, "report": 6, "reproduce": 6,
     "benchmarks": 5,
     "protocols": 4,
-    "training": 3, "evaluation": 3, "features": 3, "feature_net": 3,
+    "training": 3, "evaluation": 3, "features": 3, "feature_net": 3, "fid_inception": 3, "compare": 3,
     "checkpoints": 2, "results": 2, "locks": 2, "capabilities": 2,
-    "data": 1, "metrics": 1, "baselines": 1, "hmc": 1, "paths": 1, "errors": 1, "devices": 1, "images": 1, "measurement": 1,
+    "data": 1, "metrics": 1, "baselines": 1, "hmc": 1, "paths": 1, "errors": 1, "devices": 1, "images": 1, "image_files": 1, "measurement": 1,
     "": 0,  # evalkit/__init__.py: the version, nothing else
 }
 

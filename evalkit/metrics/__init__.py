@@ -7,8 +7,8 @@
 * Clustering (Makhzani et al. AAE §6): :func:`cluster_assignment_error`,
   :func:`hungarian_accuracy`, :func:`nmi`.
 * Image quality: :func:`psnr`, :func:`ssim`, :func:`rgb_to_y`.
-* Sample quality on feature vectors: :func:`frechet_distance`,
-  :func:`frechet_distance_from_features`, :func:`kernel_inception_distance`
+* Sample quality on feature vectors: :func:`frechet_distance` (two feature
+  matrices, or four moments), :func:`frechet_distance_from_features`, :func:`kernel_inception_distance`
   (:class:`KIDResult`), :func:`precision_recall` (:class:`PrecisionRecall`),
   :func:`mode_coverage` (:class:`ModeCoverage`).
 """
@@ -19,6 +19,7 @@ from .image_quality import psnr, rgb_to_y, ssim
 from .parzen import DEFAULT_SIGMAS, ParzenResult, ParzenWindow, parzen_log_likelihood
 from .sample_quality import (
     KIDResult,
+    KIDSubsetSizeWarning,
     ModeCoverage,
     PrecisionRecall,
     frechet_distance,
@@ -32,6 +33,7 @@ __all__ = [
     "DEFAULT_SIGMAS",
     "ClusterResult",
     "KIDResult",
+    "KIDSubsetSizeWarning",
     "ModeCoverage",
     "ParzenResult",
     "ParzenWindow",

@@ -63,6 +63,7 @@ All functions take *features* (one vector per image, e.g. the penultimate layer 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +72,7 @@ import torch
 
 __all__ = [
     "KIDResult",
+    "KIDSubsetSizeWarning",
     "ModeCoverage",
     "PrecisionRecall",
     "frechet_distance",
@@ -146,13 +148,27 @@ def _psd_eigh(s: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(w, 0.0, None), v
 
 
-def frechet_distance(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any) -> float:
-    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2) (see the module docstring).
+def frechet_distance(mu1: Any, sigma1: Any, mu2: Any = None, sigma2: Any = None) -> float:
+    """Fréchet distance (see the module docstring), called either way:
 
-    Args: means [D] and covariances [D, D] (numpy or torch). Returns a float >= 0
-    (rounding below 0 is clamped). Raises ValueError on shape mismatch, NaN/Inf,
-    non-symmetric or clearly non-PSD covariances.
+    * ``frechet_distance(features_a, features_b)``: two feature matrices [N1, D] and
+      [N2, D] (numpy or torch); Gaussians are fitted to each (as
+      :func:`frechet_distance_from_features`, which it calls).
+    * ``frechet_distance(mu1, sigma1, mu2, sigma2)``: means [D] and covariances [D, D].
+
+    Returns a float >= 0 (rounding below 0 is clamped). Raises ValueError on shape
+    mismatch, NaN/Inf, non-symmetric or clearly non-PSD covariances, and TypeError
+    on any other number of arguments.
     """
+    if mu2 is None and sigma2 is None:
+        return frechet_distance_from_features(mu1, sigma1)
+    if mu2 is None or sigma2 is None:
+        raise TypeError("frechet_distance takes two feature matrices (a, b) or four moments (mu1, sigma1, mu2, sigma2), "
+                        "got three arguments")
+    return _frechet_from_moments(mu1, sigma1, mu2, sigma2)
+
+
+def _frechet_from_moments(mu1: Any, sigma1: Any, mu2: Any, sigma2: Any) -> float:
     m1, m2 = _array(mu1, "mu1").astype(np.float64), _array(mu2, "mu2").astype(np.float64)
     s1, s2 = _array(sigma1, "sigma1").astype(np.float64), _array(sigma2, "sigma2").astype(np.float64)
     if m1.ndim != 1 or m1.shape != m2.shape:
@@ -186,8 +202,8 @@ def frechet_distance_from_features(f1: Any, f2: Any) -> float:
     """
     x, y = _features(f1, "f1"), _features(f2, "f2")
     _same_dim(x, y, "f1", "f2")
-    return frechet_distance(x.mean(0), np.atleast_2d(np.cov(x, rowvar=False)),
-                            y.mean(0), np.atleast_2d(np.cov(y, rowvar=False)))
+    return _frechet_from_moments(x.mean(0), np.atleast_2d(np.cov(x, rowvar=False)),
+                                 y.mean(0), np.atleast_2d(np.cov(y, rowvar=False)))
 
 
 # --------------------------------------------------------------------------- KID
@@ -195,7 +211,8 @@ def frechet_distance_from_features(f1: Any, f2: Any) -> float:
 class KIDResult:
     """Result of :func:`kernel_inception_distance`: ``mean`` and ``std`` (ddof=0) of the
     unbiased MMD^2 over ``subsets`` random subset pairs of ``subset_size`` points each;
-    ``values`` holds the per-subset estimates."""
+    ``values`` holds the per-subset estimates. ``subset_size`` is the size actually used,
+    ``requested_subset_size`` the one asked for; ``note`` says why they differ (None when equal)."""
 
     mean: float
     std: float
@@ -205,10 +222,17 @@ class KIDResult:
     degree: int
     gamma: float
     coef0: float
+    requested_subset_size: int | None = None
+    note: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"metric": "kid", "mean": _json(self.mean), "std": _json(self.std), "subsets": self.subsets,
-                "subset_size": self.subset_size, "degree": self.degree, "gamma": self.gamma, "coef0": self.coef0}
+                "subset_size": self.subset_size, "requested_subset_size": self.requested_subset_size,
+                "degree": self.degree, "gamma": self.gamma, "coef0": self.coef0, "note": self.note}
+
+
+class KIDSubsetSizeWarning(UserWarning):
+    """KID's subset size was larger than a set and was reduced to that set's size."""
 
 
 def _mmd2_unbiased(x: np.ndarray, y: np.ndarray, degree: int, gamma: float, coef0: float) -> float:
@@ -234,16 +258,29 @@ def kernel_inception_distance(
     """Kernel inception distance of features ``f1`` [N1, D] and ``f2`` [N2, D] (see module docstring).
 
     ``seed``: an int (``numpy.random.default_rng(seed)``) or a numpy Generator; the
-    same seed and inputs give the same result. ``subset_size`` is capped at
-    ``min(N1, N2)`` (the effective size is in the result).
+    same seed and inputs give the same result. ``subset_size`` must be at least 2
+    (ValueError otherwise: the unbiased estimator needs pairs). A ``subset_size`` above
+    ``min(N1, N2)`` is reduced to ``min(N1, N2)`` with a :class:`KIDSubsetSizeWarning`;
+    the size used is ``result.subset_size`` and ``result.note`` says so. When it equals
+    both set sizes every subset is the whole set, so all subsets give the same value
+    and the std over subsets is 0 (up to rounding): it is no measure of uncertainty then.
     """
     x, y = _features(f1, "f1"), _features(f2, "f2")
     _same_dim(x, y, "f1", "f2")
     subsets = _positive_int(subsets, "subsets")
     degree = _positive_int(degree, "degree")
-    m = min(_positive_int(subset_size, "subset_size"), x.shape[0], y.shape[0])
-    if m < 2:
-        raise ValueError("subset_size must be at least 2 (the unbiased estimator needs pairs of points)")
+    requested = _positive_int(subset_size, "subset_size")
+    if requested < 2:
+        raise ValueError(f"KID subset_size must be at least 2, got {requested}: the unbiased MMD^2 estimator "
+                         f"averages over pairs of distinct points within a subset")
+    m = min(requested, x.shape[0], y.shape[0])
+    note = None
+    if m < requested:
+        note = (f"KID subset size reduced from {requested} to {m} (f1 has {x.shape[0]} and f2 {y.shape[0]} points)"
+                + ("; every subset is the whole of both sets, so the std over subsets is 0 and is no measure of "
+                   "uncertainty" if m == x.shape[0] == y.shape[0] else "")
+                + "; values at different subset sizes are not comparable")
+        warnings.warn(note, KIDSubsetSizeWarning, stacklevel=2)
     g = 1.0 / x.shape[1] if gamma is None else float(gamma)
     if not (math.isfinite(g) and g > 0) or not math.isfinite(float(coef0)):
         raise ValueError(f"gamma must be finite and > 0 and coef0 finite, got gamma={gamma!r}, coef0={coef0!r}")
@@ -258,7 +295,8 @@ def kernel_inception_distance(
         xs = x[rng.choice(x.shape[0], m, replace=False)]
         ys = y[rng.choice(y.shape[0], m, replace=False)]
         values[s] = _mmd2_unbiased(xs, ys, degree, g, float(coef0))
-    return KIDResult(float(values.mean()), float(values.std()), values, subsets, m, degree, g, float(coef0))
+    return KIDResult(float(values.mean()), float(values.std()), values, subsets, m, degree, g, float(coef0),
+                     requested_subset_size=requested, note=note)
 
 
 # --------------------------------------------------------------------------- precision / recall
