@@ -18,7 +18,8 @@ from .protocols.sample_quality import DEFAULTS
 INFERRED_DATASET = {(1, 8, 8): "digits", (1, 28, 28): "mnist"}
 
 
-def _read(text: str, checkpoint: Optional[str], n_samples: int, seed: int, device: Optional[str], progress: bool, which: str):
+def _read(text: str, checkpoint: Optional[str], n_samples: int, seed: int, device: Optional[str], progress: bool, which: str,
+          random_init: bool = False):
     """(images float32 numpy [N, C, H, W], a one-line description, provenance dict) of a folder, array or model spec."""
     from .errors import EvalkitError
     from .image_files import is_image_source, read_images
@@ -28,11 +29,12 @@ def _read(text: str, checkpoint: Optional[str], n_samples: int, seed: int, devic
             raise click.UsageError(f"--checkpoint-{which.lower()} is for a model spec; {which} = {text} is a folder or array")
         im = read_images(text)
         return im.images, f"{im.source}: {im.note}", {"source": im.source, "kind": im.kind}
-    from .checkpoints import load_model
+    from .checkpoints import load_model, require_weights
     from .devices import choose_device
     from .evaluation import draw_samples
 
     try:
+        require_weights(text, checkpoint, random_init and not checkpoint)
         loaded = load_model(text, checkpoint, choose_device(device))
     except EvalkitError as exc:
         raise EvalkitError(f"{which} = {text!r} is not a folder, a .npy / .npz file, or a loadable model spec ({exc})") from exc
@@ -70,6 +72,7 @@ def warnings_as_lines():
               help="inception: the file's full SHA-256 to check (default: check the published 6726825d prefix).")
 @click.option("--checkpoint-a", default=None, help="Weights for A when A is a model spec.")
 @click.option("--checkpoint-b", default=None, help="Weights for B when B is a model spec.")
+@click.option("--random-init", is_flag=True, help="Allow a model spec A or B without --checkpoint-a / -b (its factory's weights, random for a reference model).")
 @click.option("--n-samples", type=POSITIVE, default=DEFAULTS["n_samples"], show_default=True,
               help="Samples drawn from a model spec.")
 @click.option("--seed", type=NON_NEGATIVE, default=0, show_default=True,
@@ -87,7 +90,7 @@ def warnings_as_lines():
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_friendly_errors
-def compare(a, b, kind, dataset, feature_weights, feature_weights_sha256, checkpoint_a, checkpoint_b, n_samples, seed,
+def compare(a, b, kind, dataset, feature_weights, feature_weights_sha256, checkpoint_a, checkpoint_b, random_init, n_samples, seed,
             kid_subsets, kid_subset_size, k, no_parzen, batch_size, device, data_dir, cache_dir, threads, no_progress, as_json):
     """Compare image set A (samples) with B (real images): Parzen log-likelihood (same shape only),
     FD, KID and precision / recall, in a feature space the output names.
@@ -110,8 +113,8 @@ def compare(a, b, kind, dataset, feature_weights, feature_weights_sha256, checkp
     if kind == "lenet" and (feature_weights or feature_weights_sha256):
         raise click.UsageError("--feature-weights / --feature-weights-sha256 go with --features inception")
     progress = not no_progress
-    xa, desc_a, prov_a = _read(a, checkpoint_a, n_samples, seed, device, progress, "A")
-    xb, desc_b, prov_b = _read(b, checkpoint_b, n_samples, seed, device, progress, "B")
+    xa, desc_a, prov_a = _read(a, checkpoint_a, n_samples, seed, device, progress, "A", random_init)
+    xb, desc_b, prov_b = _read(b, checkpoint_b, n_samples, seed, device, progress, "B", random_init)
     info: dict = {}
     if kind == "inception":
         from .fid_inception import load_fid_inception

@@ -241,6 +241,7 @@ def eval_reconstruction(spec, checkpoint, random_init, dataset, split, size, lim
 @eval_group.command(name="sample-quality")
 @click.option("--model", "spec", required=True, help="Model spec offering sample(n, *, generator=None) -> [n, C, H, W] in [0, 1]: reference name, pkg.mod:factory, or a .pt file.")
 @click.option("--checkpoint", default=None, help="Weights (state dict or evalkit checkpoint).")
+@random_init_option
 @click.option("--dataset", default="mnist", show_default=True, help="Data set of the protocol (the sample-quality table's is mnist; digits works offline).")
 @click.option("--n-samples", type=POSITIVE, default=SAMPLE_QUALITY["n_samples"], show_default=True, help="Samples drawn (seed 1234 + --seed).")
 @click.option("--valid-limit", type=NON_NEGATIVE, default=SAMPLE_QUALITY["valid_limit"], show_default=True, help="Parzen: first N validation images choose sigma (0: all).")
@@ -255,7 +256,7 @@ def eval_reconstruction(spec, checkpoint, random_init, dataset, split, size, lim
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_friendly_errors
-def eval_sample_quality(spec, checkpoint, dataset, n_samples, valid_limit, kid_subsets, kid_subset_size, k, seed, device,
+def eval_sample_quality(spec, checkpoint, random_init, dataset, n_samples, valid_limit, kid_subsets, kid_subset_size, k, seed, device,
                         data_dir, cache_dir, threads, no_progress, as_json):
     """Parzen log-likelihood, FD, KID, precision / recall and modes covered of a user model's samples
     (the sample-quality table's protocol and feature network: evalkit's LeNet of the data set, built
@@ -267,7 +268,7 @@ def eval_sample_quality(spec, checkpoint, dataset, n_samples, valid_limit, kid_s
         import torch
 
         torch.set_num_threads(threads)
-    loaded = _load(spec, checkpoint, device)
+    loaded = _load(spec, checkpoint, device, random_init)
     protocol = {**SAMPLE_QUALITY, "n_samples": n_samples, "valid_limit": valid_limit, "kid_subsets": kid_subsets,
                 "kid_subset_size": kid_subset_size, "pr_k": k}
     with warnings_as_lines():

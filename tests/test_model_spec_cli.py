@@ -102,3 +102,13 @@ def test_git_commit_of_a_package_installed_inside_another_repository(tmp_path):
     subprocess.run([*git, "commit", "-q", "-m", "y"], cwd=repo, check=True)
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, check=True).stdout.strip()
     assert git_commit(pkg) == head
+
+
+def test_sample_quality_and_compare_refuse_a_model_without_weights_unless_random_init(tmp_path):
+    import numpy as np
+
+    failed_cleanly(cli("eval", "sample-quality", "--model", "gan", "--dataset", "digits", "--no-progress"),
+                   "--model gan without --checkpoint", "--random-init")
+    real = tmp_path / "real.npy"
+    np.save(real, np.zeros((20, 1, 8, 8), dtype=np.float32))
+    failed_cleanly(cli("compare", "gan", str(real), "--no-progress"), "without --checkpoint", "--random-init")
