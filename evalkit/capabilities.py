@@ -48,6 +48,21 @@ class AutoEncoder(Protocol):
     def decode(self, z: torch.Tensor) -> torch.Tensor: ...
 
 
+@runtime_checkable
+class LatentCoder(Protocol):
+    """``encode(theta [N, D]) -> z [N, d]`` and ``decode(z [N, d]) -> theta [N, D]`` on
+    parameter vectors (not images), float32 or float64, any latent size d: what
+    ``evalkit eval latent-hmc`` runs HMC in (the latent dynamics differentiate ``decode``
+    twice with torch.func, so it must be a differentiable torch function of z). The two
+    Gaussian densities the exact (corrected) sampler needs are set from posterior draws
+    (:class:`evalkit.protocols.latent_hmc.UserLatentMap`). Same method names as
+    :class:`AutoEncoder`, so ``missing_capability(model, "encode")`` checks it too."""
+
+    def encode(self, theta: torch.Tensor) -> torch.Tensor: ...
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor: ...
+
+
 CAPABILITIES = {
     "sample": Sampler,
     "predict_logits": Classifier,

@@ -22,8 +22,9 @@ class Measurement:
     """The measured part of a result record, and what the report draws figures from.
 
     ``value`` / ``pm`` / ``details`` / ``data`` / ``timings`` go into the record as they are
-    (:meth:`fields`); ``samples`` (uint8 [N, C, H, W], the images that were scored) and
-    ``example`` are saved beside the store as previews and never enter the record."""
+    (:meth:`fields`); ``samples`` (uint8 [N, C, H, W], the images that were scored),
+    ``example`` and ``figure_data`` (name -> array, what a protocol's own figures are drawn
+    from) are saved beside the store as previews and never enter the record."""
 
     value: Optional[float]
     pm: Optional[float] = None
@@ -32,6 +33,7 @@ class Measurement:
     timings: dict = field(default_factory=dict)
     samples: Optional[np.ndarray] = None
     example: Optional[Example] = None
+    figure_data: Optional[dict] = None
 
     def fields(self) -> dict[str, Any]:
         """The record's measurement fields (``data`` and ``timings`` only when there are some)."""

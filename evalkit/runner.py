@@ -245,7 +245,8 @@ def file_stem(row: Row, column: Column) -> str:
 
 def save_previews(cell: Cell, protocol: Protocol, result: CellResult, opts: RunOptions) -> dict[str, str]:
     """Small arrays the report draws figures from, saved beside the result store; returns the
-    record fields naming them: the measurement's example (``example_preview``) and samples
+    record fields naming them: the measurement's example (``example_preview``), its
+    ``figure_data`` (``figure_preview``, an npz the protocol's ``draw_figures`` reads) and samples
     (``samples_preview``, else 100 samples of the model when the protocol wants ``sample``), a
     2-D embedding of test points (``embed``) and a style grid (``style``), whichever the model
     offers and the protocol's ``previews`` name."""
@@ -253,6 +254,11 @@ def save_previews(cell: Cell, protocol: Protocol, result: CellResult, opts: RunO
     m, model, out = result.measurement, result.model, {}
     if m.example is not None:
         out["example_preview"] = save_example(sdir, cell, m.example)
+    if m.figure_data:
+        sdir.mkdir(parents=True, exist_ok=True)
+        path = inside(sdir, f"figure-{file_stem(cell.row, cell.column)}-seed{cell.seed}-{safe_name(cell.config['hash'], what='run config hash')}.npz")
+        np.savez_compressed(path, **m.figure_data)
+        out["figure_preview"] = str(path)
     if not protocol.previews and m.samples is None:
         return out
     stem = f"{file_stem(cell.row, cell.column)}-seed{cell.seed}-{safe_name(cell.config['hash'], what='run config hash')}"

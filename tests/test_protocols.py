@@ -14,7 +14,7 @@ from evalkit.report import build_table, to_markdown
 from evalkit.results import ResultStore
 from evalkit.runner import RunOptions, run_benchmark
 
-BUILT_IN = ["clustering", "emotion", "parzen", "reconstruction", "restoration", "sample-quality", "semi-supervised"]
+BUILT_IN = ["clustering", "emotion", "latent-hmc", "parzen", "reconstruction", "restoration", "sample-quality", "semi-supervised"]
 
 
 def test_the_built_in_protocols_are_registered_by_name():
@@ -25,7 +25,7 @@ def test_the_built_in_protocols_are_registered_by_name():
 
 
 def test_an_unknown_name_is_an_error_naming_the_known_ones():
-    with pytest.raises(EvalkitError, match=r"unknown protocol 'parzen2'; known: clustering, emotion, parzen"):
+    with pytest.raises(EvalkitError, match=r"unknown protocol 'parzen2'; known: clustering, emotion, latent-hmc, parzen"):
         protocols.get("parzen2")
     with pytest.raises(EvalkitError, match="unknown metric 'parzen2'; known: clustering"):
         parse({"name": "x", "metric": "parzen2", "columns": [{"id": "c", "dataset": "digits"}]})

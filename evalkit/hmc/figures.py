@@ -5,7 +5,9 @@
   post-warm-up iterations of one chain, the initial position of the first plotted trajectory
   (star) and every proposal's end point (circle: accepted; for the corrected sampler a
   triangle marks a proposal that passed stage 1 but was rejected in stage 2; cross: rejected
-  by the Hamiltonian test on s). Step sizes are the frozen, adapted ones.
+  by the Hamiltonian test on s). Step sizes are the frozen, adapted ones. Its two halves,
+  :func:`latent_density_grid` and :func:`draw_latent_trajectory`, let the grid be computed
+  where the model is and the figure be drawn later from arrays (the protocol's report hook).
 * :func:`plot_pair_marginals`: pairwise θ marginals of each sampler (coloured points)
   over the reference draws (grey), rows = samplers, columns = coordinate pairs. Default
   pairs: (θ1, θ2) the banana; for D ≥ 4 also (θ1, θ3) a biscuit (two linear coordinates)
@@ -28,7 +30,7 @@ from .latent import PulledBackDensity  # noqa: E402
 from .samplers import ChainResult  # noqa: E402
 from .target import DTYPE  # noqa: E402
 
-__all__ = ["default_pairs", "plot_latent_trajectory", "plot_pair_marginals"]
+__all__ = ["default_pairs", "latent_density_grid", "draw_latent_trajectory", "plot_latent_trajectory", "plot_pair_marginals"]
 
 
 def default_pairs(D: int) -> list[tuple[int, int]]:
@@ -38,10 +40,9 @@ def default_pairs(D: int) -> list[tuple[int, int]]:
     return [(0, 1)] if D < 4 else [(0, 1), (0, 2), (1, 3)]
 
 
-def plot_latent_trajectory(
-    result: ChainResult, density: PulledBackDensity, path: str | Path, *, title: str = "", grid: int = 120
-) -> Path:
-    """Write the latent trajectory figure of ``result`` (recorded with ``record > 0``) to ``path``."""
+def latent_density_grid(result: ChainResult, density: PulledBackDensity, *, grid: int = 120) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(z1 grid, z2 grid, s on it) [grid, grid] each: the latent density of the trajectory figure,
+    over the central 99% of the chain's z draws and the recorded paths, padded by 15%."""
     trajs = result.extra.get("trajectories") or []
     if not trajs:
         raise ValueError("no trajectories recorded: run latent_hmc with record > 0")
@@ -53,16 +54,33 @@ def plot_latent_trajectory(
     g0, g1 = np.meshgrid(np.linspace(lo[0], hi[0], grid), np.linspace(lo[1], hi[1], grid))
     zz = torch.from_numpy(np.stack([g0.ravel(), g1.ravel()], 1)).to(DTYPE)
     s = density.log_prob(zz).numpy().reshape(grid, grid)
+    return g0, g1, s
+
+
+def plot_latent_trajectory(
+    result: ChainResult, density: PulledBackDensity, path: str | Path, *, title: str = "", grid: int = 120
+) -> Path:
+    """Write the latent trajectory figure of ``result`` (recorded with ``record > 0``) to ``path``."""
+    g0, g1, s = latent_density_grid(result, density, grid=grid)
+    return draw_latent_trajectory(g0, g1, s, result.extra["trajectories"], path, corrected=bool(result.extra.get("corrected")), title=title)
+
+
+def draw_latent_trajectory(
+    g0: np.ndarray, g1: np.ndarray, s: np.ndarray, trajs: Sequence[Mapping], path: str | Path, *, corrected: bool, title: str = ""
+) -> Path:
+    """The trajectory figure from its parts: the grid and s(z) of :func:`latent_density_grid`
+    and the recorded trajectories (dicts with ``start``, ``path``, ``proposal``, ``accepted``
+    and, for the corrected sampler, ``stage1``)."""
     s = np.where(np.isfinite(s), s, np.nan)
     fig, ax = plt.subplots(figsize=(5.5, 5))
     top = np.nanmax(s)
     ax.contourf(g0, g1, np.exp(s - top), levels=12, cmap="Blues")
     for k, t in enumerate(trajs):
-        line = np.concatenate([t["start"][None], t["path"]])
+        line = np.concatenate([np.asarray(t["start"])[None], np.asarray(t["path"])])
         ax.plot(line[:, 0], line[:, 1], "-", color="0.3", lw=0.8, alpha=0.8)
         if t["accepted"]:
             mk, col, lab = "o", "tab:green", "accepted proposal"
-        elif t.get("stage1", False) and result.extra.get("corrected"):
+        elif t.get("stage1", False) and corrected:
             mk, col, lab = "^", "tab:orange", "passed stage 1, rejected in stage 2"
         else:
             mk, col, lab = "x", "tab:red", "rejected proposal"

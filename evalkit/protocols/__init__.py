@@ -10,6 +10,6 @@ from __future__ import annotations
 from .base import Cell, CellResult, Protocol, RunSettings, get, names, no_training, register, unregister
 
 # The built-in protocols: each module registers itself when imported.
-from . import parzen, sample_quality, semi_supervised, clustering, restoration, reconstruction, emotion  # noqa: E402,F401  isort: skip
+from . import parzen, sample_quality, semi_supervised, clustering, restoration, reconstruction, emotion, latent_hmc  # noqa: E402,F401  isort: skip
 
 __all__ = ["Cell", "CellResult", "Protocol", "RunSettings", "get", "names", "no_training", "register", "unregister"]

@@ -136,7 +136,10 @@ class Protocol:
     * ``provenance_text(entry)``: what the provenance line says the cell measured;
     * ``eval_timing``: the record timing that is the evaluation's time;
     * ``figures``: the kinds of figures the report draws (``samples``, ``embedding``, ``style``,
-      ``curve``, ``panels``) and ``previews``: what the runner saves for them;
+      ``curve``, ``panels``, ``protocol``) and ``previews``: what the runner saves for them;
+    * ``draw_figures(bench, records, out_dir)``: the protocol's own figures (kind ``protocol``),
+      drawn from the records the table shows (their ``figure_preview`` files, saved from a
+      measurement's ``figure_data``); returns (caption, file name) pairs written to ``out_dir``;
     * ``samples_per_column``: one sample grid per (row, column) instead of per row;
     * ``curve_label``: the y axis of learning curves; ``panel_labels``: the first and last panel
       of an example figure.
@@ -159,6 +162,7 @@ class Protocol:
     samples_per_column: bool = False
     curve_label: Optional[str] = None
     panel_labels: tuple[str, str] = ("input", "target")
+    draw_figures: Optional[Callable[[Benchmark, list, Any], list]] = None
 
     def settings(self, protocol: Optional[Mapping[str, Any]] = None) -> dict:
         """``protocol`` with this protocol's defaults under it."""
@@ -180,6 +184,8 @@ def register(protocol: Protocol) -> Protocol:
     for part in ("run_cell", "deviation_notes", "training", "test_data", "applies_to", "higher_is_better", "provenance_text"):
         if not callable(getattr(protocol, part)):
             raise EvalkitError(f"protocol {protocol.name!r}: {part} must be callable")
+    if protocol.draw_figures is not None and not callable(protocol.draw_figures):
+        raise EvalkitError(f"protocol {protocol.name!r}: draw_figures must be callable")
     if "model" not in protocol.pipelines:
         raise EvalkitError(f"protocol {protocol.name!r}: its pipelines must include 'model'")
     _REGISTRY[protocol.name] = protocol

@@ -230,7 +230,8 @@ def _table_and_figures(bench: Benchmark, store: ResultStore, out_dir: Path, figu
     if not figures:
         return table, []
     shown = [rec for per_seed in shown_records(bench, records)[0].values() for rec in per_seed.values()]  # figures show what the table shows
-    kinds = get_protocol(bench.metric).figures
+    protocol = get_protocol(bench.metric)
+    kinds = protocol.figures
     figs: list = []
     if "panels" in kinds:
         figs += panel_figures(bench, shown, out_dir)
@@ -238,6 +239,8 @@ def _table_and_figures(bench: Benchmark, store: ResultStore, out_dir: Path, figu
         figs += sample_figures(bench, shown, out_dir)
     if "curve" in kinds:  # the learning curves also draw every shorter run of the table's recipe
         figs += learning_curve_figures(bench, current_records(bench, records)[0], out_dir)
+    if "protocol" in kinds and protocol.draw_figures is not None:  # drawn by the protocol itself
+        figs += protocol.draw_figures(bench, shown, out_dir)
     return table, figs
 
 
