@@ -45,7 +45,7 @@ probabilities then go down the directed layers: means (``down_pass="mean"``, def
 binary samples of each intermediate layer (``"sample"``); the pixels are always means.
 ``sample_grid`` (e.g. ``{"start": ["random", "data"], "burn_in": [100, 1000]}``): the chain
 settings are chosen per trained model on the validation split (Parzen protocol on validation
-images only, :class:`reference_models.autoencoders.ChainChoiceMixin`), recorded in the
+images only, :class:`reference_models.chains.ChainChoiceMixin`), recorded in the
 checkpoint, and used by ``sample()``: CD-1 leaves a dominant blank mode that random starts
 fall into (chains from data were 96% blank after 1000 steps in evalkit's MNIST run), so the
 start and chain length are chosen, not assumed.
@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .autoencoders import ChainChoiceMixin, _expand_grid, draw_chain_starts, fill_chain_starts, markov_chain_samples, register_chain_starts
+from .chains import ChainChoiceMixin, _expand_grid, draw_chain_starts, fill_chain_starts, markov_chain_samples, register_chain_starts
 from .blocks import evaluating
 from .training import make_optimizer
 

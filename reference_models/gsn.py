@@ -63,7 +63,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import evaluating
-from .autoencoders import draw_chain_starts, fill_chain_starts, markov_chain_samples, register_chain_starts, salt_and_pepper
+from .autoencoders import salt_and_pepper
+from .chains import draw_chain_starts, fill_chain_starts, markov_chain_samples, register_chain_starts
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "tanh": torch.tanh, "sigmoid": torch.sigmoid, "rectifier": torch.relu,
