@@ -110,6 +110,10 @@ def _no_test_data(column: Column, settings: Mapping[str, Any], data_dir: Optiona
     return None
 
 
+def _never(settings: Mapping[str, Any]) -> bool:
+    return False
+
+
 def _always(row: Row, settings: Mapping[str, Any]) -> bool:
     return True
 
@@ -139,7 +143,11 @@ class Protocol:
       ``curve``, ``panels``) and ``previews``: what the runner saves for them;
     * ``samples_per_column``: one sample grid per (row, column) instead of per row;
     * ``curve_label``: the y axis of learning curves; ``panel_labels``: the first and last panel
-      of an example figure.
+      of an example figure;
+    * ``shardable(settings)``: whether a cell with these settings is run by *all* ranks of a
+      ``torchrun`` job together (its ``run_cell`` splits the work with
+      :func:`evalkit.distributed.rank_world` and merges it with collectives, and every rank
+      returns the same measurement); other cells are split across the ranks whole.
     """
 
     name: str
@@ -159,6 +167,7 @@ class Protocol:
     samples_per_column: bool = False
     curve_label: Optional[str] = None
     panel_labels: tuple[str, str] = ("input", "target")
+    shardable: Callable[[Mapping[str, Any]], bool] = _never
 
     def settings(self, protocol: Optional[Mapping[str, Any]] = None) -> dict:
         """``protocol`` with this protocol's defaults under it."""
@@ -177,7 +186,7 @@ def register(protocol: Protocol) -> Protocol:
         raise EvalkitError(f"a protocol needs a name, got {protocol.name!r}")
     if protocol.name in _REGISTRY:
         raise EvalkitError(f"protocol {protocol.name!r} is registered already")
-    for part in ("run_cell", "deviation_notes", "training", "test_data", "applies_to", "higher_is_better", "provenance_text"):
+    for part in ("run_cell", "deviation_notes", "training", "test_data", "applies_to", "higher_is_better", "provenance_text", "shardable"):
         if not callable(getattr(protocol, part)):
             raise EvalkitError(f"protocol {protocol.name!r}: {part} must be callable")
     if "model" not in protocol.pipelines:
