@@ -3,6 +3,10 @@
 ``n_samples`` samples are drawn with a generator seeded ``sample_seed + seed``; sigma is chosen
 on the first ``valid_limit`` images of the validation split from ``logspace(*sigma_grid)``; the
 value is the mean log-likelihood (nats) of the test split under that window, ± its standard error.
+
+``sample_stream = "blocks"`` (the 10M-sample column) draws the samples in seed blocks of
+``seed_block`` instead of from one generator, and is sharded across the ranks of a ``torchrun``
+job (:data:`PARZEN`'s ``shardable``): see :func:`_evaluate_blocks`.
 """
 from __future__ import annotations
 
