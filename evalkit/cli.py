@@ -140,11 +140,21 @@ def run(benchmark, rows, columns, user_model, checkpoint, random_init, label, no
         import torch
 
         torch.set_num_threads(threads)
-    for bench, part_rows, part_cols in plan:
-        if len(parts) > 1:
-            click.echo(f"== {bench.name}: {bench.title}")
-        run_benchmark(bench, part_rows, part_cols, opts, log=click.echo)
-    if no_report:
+    from . import distributed as ekdist
+
+    # Under torchrun (WORLD_SIZE > 1): join the process group; cells are split across the ranks
+    # and shardable cells run on all of them (evalkit.runner.run_distributed); rank 0 writes the report.
+    rank, world = ekdist.init_from_env(device)
+    log = click.echo if world == 1 else (lambda msg: click.echo(f"[rank {rank}/{world}] {msg}"))
+    try:
+        for bench, part_rows, part_cols in plan:
+            if len(parts) > 1 and rank == 0:
+                click.echo(f"== {bench.name}: {bench.title}")
+            run_benchmark(bench, part_rows, part_cols, opts, log=log)
+        ekdist.barrier()  # (on success only: a failed rank exits, and torchrun stops the others)
+    finally:
+        ekdist.finish()
+    if no_report or rank != 0:
         return
     store = ResultStore(results_dir)
     if isinstance(spec, Suite):

@@ -8,12 +8,13 @@ generator, so the same seed gives the same samples wherever they are drawn.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from .capabilities import missing_capability
+from .distributed import block_seed
 from .errors import EvalkitError
 from .images import check_images
 
@@ -63,6 +64,82 @@ def class_logits(model: Any, x: torch.Tensor, n_classes: int, device: torch.devi
 SAMPLE_BATCH = 10000
 
 
+#: Samples per seed block of a block-seeded stream (:func:`iter_seed_blocks`).
+SEED_BLOCK = 10000
+
+
+def _sampler_call(model: Any, who: str) -> Callable[[int, torch.Generator], Any]:
+    """``(k, gen) -> model.sample(k, generator=gen)``, or ``model.sample(k)`` for a sampler
+    without the keyword (checked once: a TorchScript method reports an unknown keyword as a
+    RuntimeError, so its schema is asked)."""
+    msg = missing_capability(model, "sample")
+    if msg:
+        raise EvalkitError(msg)
+    schema = getattr(getattr(model, "sample", None), "schema", None)
+    takes_generator = schema is None or any(a.name == "generator" for a in schema.arguments)
+
+    def call(k: int, gen: torch.Generator) -> Any:
+        if not takes_generator:
+            return model.sample(k)
+        try:
+            return model.sample(k, generator=gen)
+        except TypeError:  # a user model without the generator keyword
+            return model.sample(k)
+    return call
+
+
+def _checked_chunk(s: Any, k: int, first: int, n: int, who: str) -> torch.Tensor:
+    """A sampler's answer to ``sample(k)`` as a float32 CPU tensor of exactly ``k`` samples."""
+    if s is None:
+        raise EvalkitError(f"{who}: sample({k}) returned None; it must return the images as a [n, C, H, W] tensor in [0, 1]")
+    if not isinstance(s, torch.Tensor):
+        try:
+            s = torch.as_tensor(np.asarray(s, dtype=np.float32))
+        except (TypeError, ValueError) as e:
+            raise EvalkitError(f"{who}: sample({k}) returned a {type(s).__name__} that is not an array of numbers ({e})") from None
+    s = s.detach().float().cpu()
+    got = int(s.shape[0]) if s.ndim else None
+    if got != k:
+        returned = f"{got} samples" if got is not None else f"a tensor of shape {tuple(s.shape)}"
+        raise EvalkitError(
+            f"{who}: sample({k}) returned {returned}, expected {k} (samples {first}..{first + k - 1} "
+            f"of the {n} requested); sample(n) must return exactly n images as [n, C, H, W]"
+        )
+    return s
+
+
+def iter_seed_blocks(model: Any, n: int, *, seed: int, device: torch.device, blocks: Iterable[int] | None = None,
+                     block: int = SEED_BLOCK, who: str = "model") -> Iterator[tuple[int, torch.Tensor]]:
+    """Yield ``(b, samples)`` for the seed blocks ``blocks`` (default: all, in order) of a stream
+    of ``n`` samples: block ``b`` holds samples ``b * block ... min(n, (b + 1) * block) - 1``,
+    drawn by one ``model.sample(k, generator=gen)`` call with a generator on ``device`` seeded
+    :func:`evalkit.distributed.block_seed(seed, b) <evalkit.distributed.block_seed>`.
+
+    Every block is drawn from its own seed, so which samples exist does not depend on which
+    process draws which block or in what order: ranks of a sharded cell each draw their
+    blocks (:func:`evalkit.distributed.my_blocks`) and together draw exactly the samples one
+    process would. Memory: one block (``block`` images, float32) at a time. This is a different
+    random stream from :func:`iter_sample_chunks` (one generator for all calls)."""
+    if block < 1:
+        raise EvalkitError(f"seed block must be a positive number of samples, got {block}")
+    call = _sampler_call(model, who)
+    n_blocks = -(-n // block)
+    for b in (range(n_blocks) if blocks is None else blocks):
+        if not 0 <= b < n_blocks:
+            raise EvalkitError(f"seed block {b} outside 0..{n_blocks - 1} ({n} samples in blocks of {block})")
+        first = b * block
+        k = min(block, n - first)
+        gen = torch.Generator(device=device).manual_seed(block_seed(seed, b))
+        try:
+            with torch.no_grad():
+                s = call(k, gen)
+        except EvalkitError:
+            raise
+        except Exception as e:
+            raise EvalkitError(f"{who}: sample({k}) raised {type(e).__name__}: {e}") from None
+        yield b, _checked_chunk(s, k, first, n, who)
+
+
 def iter_sample_chunks(model: Any, n: int, *, seed: int, device: torch.device, batch: int = SAMPLE_BATCH, who: str = "model") -> Iterator[torch.Tensor]:
     """Yield ``n`` samples of a :class:`~evalkit.capabilities.Sampler` as float32 CPU chunks of
     at most ``batch``: ``model.sample(k, generator=gen)`` with one generator on ``device``
@@ -70,44 +147,19 @@ def iter_sample_chunks(model: Any, n: int, *, seed: int, device: torch.device, b
     :func:`draw_samples` makes, so the same random stream). Only one chunk is alive at a time
     unless the caller keeps them. Raises :class:`EvalkitError` if a call returns a number of
     samples other than the one requested."""
-    msg = missing_capability(model, "sample")
-    if msg:
-        raise EvalkitError(msg)
+    call = _sampler_call(model, who)
     gen = torch.Generator(device=device).manual_seed(seed)
-    # A TorchScript method reports an unknown keyword as a RuntimeError, not a TypeError: ask its schema.
-    schema = getattr(getattr(model, "sample", None), "schema", None)
-    takes_generator = schema is None or any(a.name == "generator" for a in schema.arguments)
     done = 0
     while done < n:
         k = min(batch, n - done)
         try:
             with torch.no_grad():
-                if not takes_generator:
-                    s = model.sample(k)
-                else:
-                    try:
-                        s = model.sample(k, generator=gen)
-                    except TypeError:  # a user model without the generator keyword
-                        s = model.sample(k)
+                s = call(k, gen)
         except EvalkitError:
             raise
         except Exception as e:
             raise EvalkitError(f"{who}: sample({k}) raised {type(e).__name__}: {e}") from None
-        if s is None:
-            raise EvalkitError(f"{who}: sample({k}) returned None; it must return the images as a [n, C, H, W] tensor in [0, 1]")
-        if not isinstance(s, torch.Tensor):
-            try:
-                s = torch.as_tensor(np.asarray(s, dtype=np.float32))
-            except (TypeError, ValueError) as e:
-                raise EvalkitError(f"{who}: sample({k}) returned a {type(s).__name__} that is not an array of numbers ({e})") from None
-        s = s.detach().float().cpu()
-        got = int(s.shape[0]) if s.ndim else None
-        if got != k:
-            returned = f"{got} samples" if got is not None else f"a tensor of shape {tuple(s.shape)}"
-            raise EvalkitError(
-                f"{who}: sample({k}) returned {returned}, expected {k} (samples {done}..{done + k - 1} "
-                f"of the {n} requested); sample(n) must return exactly n images as [n, C, H, W]"
-            )
+        s = _checked_chunk(s, k, done, n, who)
         yield s
         del s  # the caller decides whether a chunk lives on
         done += k

@@ -21,6 +21,7 @@ import torch
 from reference_models.training import provenance
 
 from . import data as ekdata
+from . import distributed as ekdist
 from .benchmarks import Benchmark, Column, Row
 from .checkpoints import config_hash, default_cache_dir
 from .devices import choose_device
@@ -151,7 +152,12 @@ def run_benchmark(
     opts: RunOptions = RunOptions(),
     log: Callable[[str], None] = print,
 ) -> list[dict]:
-    """Run every requested (row, column, seed) cell not yet in the store; return the new records."""
+    """Run every requested (row, column, seed) cell not yet in the store; return the new records.
+
+    Under ``torchrun`` (an initialised process group of more than one rank) the work is split:
+    see :func:`run_distributed`."""
+    if ekdist.group_world()[1] > 1:
+        return run_distributed(bench, rows, columns, opts, log)
     store = ResultStore(opts.results_dir)
     cells = plan_cells(bench, rows, columns, opts, log)
     # Before anything is trained: every folder this run writes to must be writable.
@@ -188,10 +194,94 @@ def run_benchmark(
             finally:
                 lock.release()
             new.append(rec)
-            pm = f" ± {rec['pm']:.2f}" if rec.get("pm") is not None else ""
-            value = "figures saved" if rec["value"] is None else f"{rec['value']:.4g}{pm}"
-            log(f"{cell.tag} {bench.metric}: {value}")
+            _log_cell(bench, rec, log)
         todo = deferred
+    return new
+
+
+def _log_cell(bench: Benchmark, rec: dict, log: Callable[[str], None]) -> None:
+    pm = f" ± {rec['pm']:.2f}" if rec.get("pm") is not None else ""
+    value = "figures saved" if rec["value"] is None else f"{rec['value']:.4g}{pm}"
+    log(f"[{rec['row']}/{rec['column']}/seed {rec['seed']}] {bench.metric}: {value}")
+
+
+def run_distributed(
+    bench: Benchmark,
+    rows: Optional[Sequence[str]] = None,
+    columns: Optional[Sequence[str]] = None,
+    opts: RunOptions = RunOptions(),
+    log: Callable[[str], None] = print,
+) -> list[dict]:
+    """:func:`run_benchmark` on every rank of a ``torchrun`` job (a collective call).
+
+    Rank 0 reads the store and decides which cells are to run; every rank gets that list.
+    Cells whose protocol says they are shardable (``protocol.shardable(settings)``: a 10M-sample
+    Parzen cell) are run by all ranks together, each doing its share of the samples; rank 0 holds
+    the cell's lock and writes the record. The other cells are dealt round-robin: rank ``r`` runs
+    cells ``r, r + K, ...`` alone (:func:`evalkit.distributed.local_only`, so nothing inside tries
+    to talk to the other ranks) and writes their records itself under the cell's lock (the store
+    and the previews must then be one shared folder, as must the checkpoint cache across machines).
+    Each record is written by exactly one process. Returns the records this rank wrote."""
+    rank, world = ekdist.group_world()
+    protocol = get_protocol(bench.metric)
+    store = ResultStore(opts.results_dir)
+    cells = plan_cells(bench, rows, columns, opts, log if rank == 0 else (lambda _m: None))
+    if rank == 0:
+        check_store_writable(store, bench.name)
+        if any(r.model and not r.user for r in select_rows(bench, rows)):
+            check_writable(opts.cache_dir or default_cache_dir(), "checkpoint cache", "--cache-dir")
+    at_start = ekdist.broadcast(record_counts(store.records(bench.name)) if rank == 0 else None)
+    todo_keys = ekdist.broadcast([c.key for c in cells if opts.redo or c.key not in at_start] if rank == 0 else None)
+    by_key = {c.key: c for c in cells}
+    todo = [by_key[k] for k in todo_keys]
+    if rank == 0:
+        for c in cells:
+            if c.key not in set(todo_keys):
+                log(f"{c.tag} already in {store.path(bench.name)}, skipping")
+    shared = [c for c in todo if protocol.shardable(c.settings)]
+    whole = [c for c in todo if not protocol.shardable(c.settings)]
+    new = []
+
+    def recorded_meanwhile(cell: Cell) -> bool:
+        now = record_counts(store.records(bench.name))
+        return cell.key in now and (not opts.redo or now[cell.key] > at_start.get(cell.key, 0))
+
+    for cell in whole[rank::world]:
+        lock = cell_lock(store.root, bench.name, cell.key, log=log)
+        lock.acquire(timeout=None)
+        try:
+            if recorded_meanwhile(cell):
+                log(f"{cell.tag} recorded in {store.path(bench.name)} by another evalkit process meanwhile, skipping")
+                continue
+            with ekdist.local_only():
+                rec = run_cell(cell, opts, log)
+            store.append(rec)
+        finally:
+            lock.release()
+        new.append(rec)
+        _log_cell(bench, rec, log)
+    for cell in shared:
+        lock = cell_lock(store.root, bench.name, cell.key, log=log) if rank == 0 else None
+        go = True
+        if lock is not None:
+            lock.acquire(timeout=None)
+            go = not recorded_meanwhile(cell)
+        try:
+            if not ekdist.broadcast(go):
+                if rank == 0:
+                    log(f"{cell.tag} recorded in {store.path(bench.name)} by another evalkit process meanwhile, skipping")
+                continue
+            if rank == 0:
+                rec = run_cell(cell, opts, log)
+                store.append(rec)
+                new.append(rec)
+                _log_cell(bench, rec, log)
+            else:
+                get_protocol(bench.metric).run_cell(cell, opts.run, lambda _m: None)
+        finally:
+            if lock is not None:
+                lock.release()
+    ekdist.barrier()
     return new
 
 
@@ -296,4 +386,4 @@ def save_example(sdir: Path, cell: Cell, example: Example) -> str:
     return str(path)
 
 
-__all__ = ["RunOptions", "cell_config", "cell_epochs", "make_cell", "plan_cells", "run_benchmark", "run_cell", "select_rows"]
+__all__ = ["RunOptions", "cell_config", "cell_epochs", "make_cell", "plan_cells", "run_benchmark", "run_cell", "run_distributed", "select_rows"]

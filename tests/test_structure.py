@@ -24,6 +24,7 @@ LAYERS = {
     "training": 3, "evaluation": 3, "features": 3, "feature_net": 3, "fid_inception": 3, "compare": 3,
     "checkpoints": 2, "results": 2, "locks": 2, "capabilities": 2,
     "data": 1, "metrics": 1, "baselines": 1, "hmc": 1, "paths": 1, "errors": 1, "devices": 1, "images": 1, "image_files": 1, "measurement": 1,
+    "distributed": 1,
     "": 0,  # evalkit/__init__.py: the version, nothing else
 }
 

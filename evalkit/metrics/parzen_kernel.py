@@ -12,6 +12,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from ..distributed import rank_world
 from .parzen_input import _row_chunk
 
 # Evaluation points (test / validation) are kept resident on the device in
@@ -44,9 +45,9 @@ def _dist_info(distributed: bool | None) -> tuple[int, int]:
     """(rank, world_size) if sample sharding is to be used, else (0, 1)."""
     if distributed is False:
         return 0, 1
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        return dist.get_rank(), dist.get_world_size()
+    rank, world = rank_world()  # (0, 1) inside evalkit.distributed.local_only()
+    if world > 1:
+        return rank, world
     if distributed:
         raise ValueError(
             "distributed=True but torch.distributed is not initialised with more than one "

@@ -22,6 +22,7 @@ from .parzen_input import (
     _row_chunk,
     _to_points,
 )
+from ..distributed import rank_world
 from .parzen_kernel import _QUERY_BLOCK_BYTES, ParzenResult, _accumulate_piece, _dist_info, _merge_ranks, _no_tf32, _Work
 
 class _QuerySet:
@@ -86,6 +87,13 @@ class ParzenAccumulator:
             ``torch.distributed`` (>1 rank) every rank must add identical
             chunks; pieces are split across ranks and merged in :meth:`result`
             (a collective call on every rank).
+        merge: each rank adds its *own, different* samples (e.g. its share of
+            seed blocks, :func:`evalkit.distributed.my_blocks`) and processes all
+            of them; :meth:`result` (a collective call on every rank) merges the
+            states of all ranks of :func:`evalkit.distributed.rank_world` (MIN of
+            the running minima, SUM of the rescaled sums and of the sample
+            counts), so every rank returns the result of all samples. Overrides
+            ``distributed``; with one rank it changes nothing.
 
     Raises ValueError (naming the argument) for the same invalid inputs as
     :func:`parzen_log_likelihood`; :meth:`add` validates every chunk (dtype,
@@ -104,6 +112,7 @@ class ParzenAccumulator:
         device: Any = None,
         check_range: bool = True,
         distributed: bool | None = None,
+        merge: bool = False,
     ) -> None:
         t_start = time.perf_counter()
         if sigma is None and validation is None:
@@ -128,7 +137,8 @@ class ParzenAccumulator:
         self.n_test_ = int(t.shape[0])
         self.device_ = choose_device(device, tensors=(test, validation))
         self.test_chunk_, self.sample_chunk_ = _default_chunks(self.dim_, test_chunk, sample_chunk)
-        self._rank, self._world = _dist_info(distributed)
+        self._rank, self._world = _dist_info(False if merge else distributed)
+        self._merge_world = rank_world()[1] if merge else 1
         self._coef = (1.0 / (2.0 * self.sigmas**2)).tolist()
         self._coef_t = torch.tensor(self._coef, dtype=torch.float64, device=self.device_)
         block = max(self.test_chunk_, (_QUERY_BLOCK_BYTES // (8 * self.dim_)) // self.test_chunk_ * self.test_chunk_)
@@ -214,12 +224,16 @@ class ParzenAccumulator:
         if self._result is not None:
             return self._result
         t_start = time.perf_counter()
+        self._flush()
+        if self._merge_world > 1:
+            count = torch.tensor([self.n_samples_], dtype=torch.int64, device=self.device_)
+            torch.distributed.all_reduce(count)
+            self.n_samples_ = int(count.item())
         if self.n_samples_ == 0:
             raise ValueError("samples is empty: add at least one sample chunk before result()")
-        self._flush()
         self._work = _Work(self.device_)  # release the work buffers
         with torch.no_grad():
-            if self._world > 1:
+            if self._world > 1 or self._merge_world > 1:
                 for qs in (self._valid, self._test):
                     if qs is not None:
                         qs.merge_ranks(self._coef_t)

@@ -110,6 +110,10 @@ def _no_test_data(column: Column, settings: Mapping[str, Any], data_dir: Optiona
     return None
 
 
+def _never(settings: Mapping[str, Any]) -> bool:
+    return False
+
+
 def _always(row: Row, settings: Mapping[str, Any]) -> bool:
     return True
 
@@ -142,7 +146,11 @@ class Protocol:
       measurement's ``figure_data``); returns (caption, file name) pairs written to ``out_dir``;
     * ``samples_per_column``: one sample grid per (row, column) instead of per row;
     * ``curve_label``: the y axis of learning curves; ``panel_labels``: the first and last panel
-      of an example figure.
+      of an example figure;
+    * ``shardable(settings)``: whether a cell with these settings is run by *all* ranks of a
+      ``torchrun`` job together (its ``run_cell`` splits the work with
+      :func:`evalkit.distributed.rank_world` and merges it with collectives, and every rank
+      returns the same measurement); other cells are split across the ranks whole.
     """
 
     name: str
@@ -163,6 +171,7 @@ class Protocol:
     curve_label: Optional[str] = None
     panel_labels: tuple[str, str] = ("input", "target")
     draw_figures: Optional[Callable[[Benchmark, list, Any], list]] = None
+    shardable: Callable[[Mapping[str, Any]], bool] = _never
 
     def settings(self, protocol: Optional[Mapping[str, Any]] = None) -> dict:
         """``protocol`` with this protocol's defaults under it."""
@@ -181,7 +190,7 @@ def register(protocol: Protocol) -> Protocol:
         raise EvalkitError(f"a protocol needs a name, got {protocol.name!r}")
     if protocol.name in _REGISTRY:
         raise EvalkitError(f"protocol {protocol.name!r} is registered already")
-    for part in ("run_cell", "deviation_notes", "training", "test_data", "applies_to", "higher_is_better", "provenance_text"):
+    for part in ("run_cell", "deviation_notes", "training", "test_data", "applies_to", "higher_is_better", "provenance_text", "shardable"):
         if not callable(getattr(protocol, part)):
             raise EvalkitError(f"protocol {protocol.name!r}: {part} must be callable")
     if protocol.draw_figures is not None and not callable(protocol.draw_figures):

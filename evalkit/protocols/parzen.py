@@ -3,6 +3,10 @@
 ``n_samples`` samples are drawn with a generator seeded ``sample_seed + seed``; sigma is chosen
 on the first ``valid_limit`` images of the validation split from ``logspace(*sigma_grid)``; the
 value is the mean log-likelihood (nats) of the test split under that window, ± its standard error.
+
+``sample_stream = "blocks"`` (the 10M-sample column) draws the samples in seed blocks of
+``seed_block`` instead of from one generator, and is sharded across the ranks of a ``torchrun``
+job (:data:`PARZEN`'s ``shardable``): see :func:`_evaluate_blocks`.
 """
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ import numpy as np
 import torch
 
 from .. import data as ekdata
+from .. import distributed as ekdist
 from .. import evaluation as ev
 from ..devices import choose_device
 from ..errors import EvalkitError
@@ -29,6 +34,11 @@ DEFAULTS = {
     "test_split": "test",
     "train_split": "train",
     "sample_seed": 1234,
+    # "sequential": one generator for all sample(10000) calls (every recorded cell before issue 17);
+    # "blocks": seed blocks of `seed_block` samples, each from its own generator (evalkit.distributed.block_seed),
+    # so a cell can be sharded across torch.distributed ranks and gives the same samples on any number of them.
+    "sample_stream": "sequential",
+    "seed_block": 10000,
 }
 
 DETAILS = {
@@ -39,6 +49,10 @@ DETAILS = {
     "n_valid": "validation images choosing sigma",
     "n_test": "test images scored",
     "stderr": "standard error of the mean over test images",
+    "sample_stream": "how samples were seeded: 'blocks' (seed blocks, shardable) or absent (one generator)",
+    "ranks": "processes that drew and scored the samples (torch.distributed world size; 1 = one process)",
+    "wall_s": "wall time of the streamed evaluation (sampling + Parzen), seconds",
+    "peak_rss_mb": "peak resident memory of the evaluating process (max over ranks), MiB, from getrusage",
 }
 
 
@@ -74,7 +88,12 @@ def evaluate_parzen(
     n = int(p["n_samples"])
     start, stop, num = p["sigma_grid"]
     sigmas = np.logspace(start, stop, int(num))
-    acc = ParzenAccumulator(test.tensor(), validation=valid.tensor(), sigmas=sigmas, device=device)
+    if p["sample_stream"] not in ("sequential", "blocks"):
+        raise EvalkitError(f"sample_stream must be 'sequential' or 'blocks', got {p['sample_stream']!r}")
+    if p["sample_stream"] == "blocks" and samples is None:
+        return _evaluate_blocks(model, p, seed=seed, dataset=dataset, test=test, valid=valid, sigmas=sigmas, device=device,
+                                dev=dev, progress=progress, who=who)
+    acc = ParzenAccumulator(test.tensor(), validation=valid.tensor(), sigmas=sigmas, device=device, distributed=False)
     batch = ev.SAMPLE_BATCH  # per call, as draw_samples: the random stream of the recorded results
     if samples is None:
         chunks = ev.iter_sample_chunks(model, n, seed=int(p["sample_seed"]) + seed, device=dev, batch=batch, who=who)
@@ -115,6 +134,67 @@ def evaluate_parzen(
         data={"dataset": dataset, "test": test.fingerprint, "valid": valid.fingerprint},
         timings={"sample_s": t_sample if samples is None else 0.0, "parzen_s": float(res.seconds)},
         samples=to_uint8(torch.cat(preview)),
+    )
+
+
+def _evaluate_blocks(model: Any, p: Mapping[str, Any], *, seed: int, dataset: str, test: Any, valid: Any, sigmas: np.ndarray,
+                     device: Optional[str], dev: torch.device, progress: bool, who: str) -> Measurement:
+    """The Parzen protocol on a block-seeded stream (``sample_stream = "blocks"``), sharded across
+    the ranks of :func:`evalkit.distributed.rank_world`: each rank draws its seed blocks
+    (:func:`evalkit.evaluation.iter_seed_blocks`), folds each into its
+    :class:`~evalkit.metrics.parzen.ParzenAccumulator` and drops it; ``result()`` merges the
+    ranks (MIN/SUM ``all_reduce``). Memory: the evaluation points, the accumulator's state and
+    one block. Every rank returns the same measurement (previews only on rank 0, which holds block 0)."""
+    from tqdm.auto import tqdm
+
+    from ..metrics.parzen import ParzenAccumulator
+
+    t_wall = time.perf_counter()
+    rank, world = ekdist.rank_world()
+    n, block = int(p["n_samples"]), int(p["seed_block"])
+    if n < 1:
+        raise EvalkitError(f"{who}: no samples to evaluate (n_samples = {n}); the Parzen protocol needs at least one")
+    n_blocks = -(-n // block)
+    mine = ekdist.my_blocks(n_blocks, rank, world)
+    mine_n = sum(min(block, n - b * block) for b in mine)
+    acc = ParzenAccumulator(test.tensor(), validation=valid.tensor(), sigmas=sigmas, device=device, merge=True)
+    chunks = ev.iter_seed_blocks(model, n, seed=int(p["sample_seed"]) + seed, device=dev, blocks=mine, block=block, who=who)
+    preview: list[torch.Tensor] = []
+    t_sample = 0.0
+    desc = "parzen" if world == 1 else f"parzen rank {rank}/{world}"
+    with tqdm(total=mine_n, disable=not progress, desc=desc, unit="img", unit_scale=True, smoothing=0.05) as bar:
+        while True:
+            t0 = time.perf_counter()
+            item = next(chunks, None)
+            t_sample += time.perf_counter() - t0
+            if item is None:
+                break
+            b, chunk = item
+            ev.check_samples(chunk, test.image_shape, who)
+            if b == 0:
+                preview.append(chunk[:100].clone())
+            try:
+                acc.add(chunk)
+            except ValueError as exc:
+                raise EvalkitError(f"{who}: {exc}") from exc
+            bar.update(chunk.shape[0])
+            del chunk, item
+    res = acc.result()  # collective with more than one rank
+    stats = torch.tensor([ekdist.peak_rss_mb(), t_sample, float(res.seconds)], dtype=torch.float64,
+                         device=acc.device_ if world > 1 else "cpu")
+    ekdist.all_reduce_(stats, "max")
+    d = res.to_dict()
+    d.pop("per_point", None)
+    wall = time.perf_counter() - t_wall
+    details = {**d, "sigma": float(res.sigma), "n_valid": len(valid), "n_test": len(test), "sample_stream": "blocks",
+               "ranks": world, "wall_s": wall, "peak_rss_mb": round(float(stats[0]), 1)}
+    return Measurement(
+        value=float(res.mean),
+        pm=float(res.stderr),
+        details=details,
+        data={"dataset": dataset, "test": test.fingerprint, "valid": valid.fingerprint},
+        timings={"sample_s": float(stats[1]), "parzen_s": float(stats[2]), "eval_wall_s": wall},
+        samples=to_uint8(torch.cat(preview)) if preview else None,
     )
 
 
@@ -160,4 +240,5 @@ PARZEN = register(Protocol(
     deviation_notes=sample_notes, details=DETAILS, provenance_text=sample_provenance, eval_timing="parzen_s",
     figures=("samples", "embedding", "style", "curve"), previews=("embed", "style"), samples_per_column=True,
     curve_label="Parzen log-likelihood (nats)",
+    shardable=lambda settings: settings.get("sample_stream") == "blocks",
 ))
