@@ -74,3 +74,17 @@ def random_init_option(f):
         help="Score --model without --checkpoint, with the weights its factory builds (random for a reference model). "
              "Without this flag a model name or factory needs --checkpoint.",
     )(f)
+
+
+def threads_and_progress_options(f):
+    """``--threads`` and ``--no-progress``, as ``evalkit run`` has them (every ``eval`` command)."""
+    f = click.option("--no-progress", is_flag=True, help="No progress bars.")(f)
+    return click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch (default: torch's choice).")(f)
+
+
+def set_threads(threads) -> None:
+    """Apply ``--threads`` (None: leave torch's choice)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(int(threads))

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import click
 
-from .cli_common import NON_NEGATIVE, POSITIVE, check_device, random_init_option
+from .cli_common import NON_NEGATIVE, POSITIVE, check_device, random_init_option, set_threads, threads_and_progress_options
 from .cli_common import friendly_errors as _friendly_errors
 from .protocols.emotion import DEFAULTS as EMOTION
 from .protocols.parzen import DEFAULTS as PARZEN
@@ -40,16 +40,18 @@ def eval_group():
 @click.option("--checkpoint", default=None, help="Weights (state dict or evalkit checkpoint).")
 @random_init_option
 @click.option("--dataset", default="mnist", show_default=True, help="Data set of the protocol (mnist, fashion-mnist, olivetti, digits).")
-@click.option("--n-samples", type=POSITIVE, default=PARZEN["n_samples"], show_default=True)
+@click.option("--n-samples", type=POSITIVE, default=PARZEN["n_samples"], show_default=True, help="Samples drawn from the model (the Parzen kernel centres).")
 @click.option("--valid-limit", type=NON_NEGATIVE, default=PARZEN["valid_limit"], show_default=True, help="First N validation images choose sigma (0: all).")
 @click.option("--sigma", type=click.FloatRange(min=0, min_open=True), default=None, help="Fix sigma instead of cross-validating it.")
-@click.option("--seed", type=NON_NEGATIVE, default=0, show_default=True)
+@click.option("--seed", type=NON_NEGATIVE, default=0, show_default=True, help="Seeds the samples (sample seed 1234 + seed, as the tables).")
 @click.option("--device", default=None, callback=check_device, help="cpu, cuda, cuda:1 ... (default: CUDA when present).")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Data directory (else $EVALKIT_DATA, else the user cache).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@threads_and_progress_options
 @_friendly_errors
-def eval_parzen(spec, checkpoint, random_init, dataset, n_samples, valid_limit, sigma, seed, device, data_dir, as_json):
+def eval_parzen(spec, checkpoint, random_init, dataset, n_samples, valid_limit, sigma, seed, device, data_dir, as_json, threads, no_progress):
     """Gaussian Parzen log-likelihood of a user model (GAN paper protocol)."""
+    set_threads(threads)
     import math
 
     from .protocols.parzen import evaluate_parzen
@@ -58,7 +60,8 @@ def eval_parzen(spec, checkpoint, random_init, dataset, n_samples, valid_limit, 
     protocol = {**PARZEN, "n_samples": n_samples, "valid_limit": valid_limit}
     if sigma is not None:
         protocol["sigma_grid"] = [float(math.log10(sigma))] * 2 + [1]
-    m = evaluate_parzen(loaded.model, dataset=dataset, protocol=protocol, seed=seed, data_dir=data_dir, device=device, who=f"model {spec}").fields()
+    m = evaluate_parzen(loaded.model, dataset=dataset, protocol=protocol, seed=seed, data_dir=data_dir, device=device, who=f"model {spec}",
+                        progress=not no_progress).fields()
     out = _result(spec, checkpoint, loaded, m)
     if as_json:
         click.echo(json.dumps(out, indent=2, default=float))
@@ -80,18 +83,20 @@ def _print_or_json(out: dict, as_json: bool, text: str) -> None:
 @random_init_option
 @click.option("--labels", "n_labels", type=NON_NEGATIVE, required=True, help="Number of labels the model was trained with (0: all); recorded with the result.")
 @click.option("--label-seed", type=NON_NEGATIVE, default=0, show_default=True, help="Seed of the labelled subset the model was trained with (see `evalkit data subset`).")
-@click.option("--dataset", default="mnist", show_default=True)
+@click.option("--dataset", default="mnist", show_default=True, help="Data set of the protocol (its test split is scored).")
 @click.option("--device", default=None, callback=check_device, help="cpu, cuda, cuda:1 ... (default: CUDA when present).")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Data directory (else $EVALKIT_DATA, else the user cache).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@threads_and_progress_options
 @_friendly_errors
-def eval_semi(spec, checkpoint, random_init, n_labels, label_seed, dataset, device, data_dir, as_json):
+def eval_semi(spec, checkpoint, random_init, n_labels, label_seed, dataset, device, data_dir, as_json, threads, no_progress):
     """Test error of a user classifier trained with N labels (AAE paper Table 2 protocol).
 
     The protocol's labelled subset is class-balanced and drawn from the training split
     by a seeded permutation: export its indices with `evalkit data subset` and train on
     those labels only; the test split is never used for training or model selection.
     """
+    set_threads(threads)
     from .data import labelled_subset, load, subset_fingerprint
     from .protocols.semi_supervised import evaluate_classifier
 
@@ -113,15 +118,17 @@ def eval_semi(spec, checkpoint, random_init, n_labels, label_seed, dataset, devi
 @click.option("--model", "spec", required=True, help="Model spec offering cluster_probs(x) -> [N, K] (softmax q(y|x)).")
 @click.option("--checkpoint", default=None, help="Weights (state dict or evalkit checkpoint).")
 @random_init_option
-@click.option("--dataset", default="mnist", show_default=True)
+@click.option("--dataset", default="mnist", show_default=True, help="Data set of the protocol (its test split is scored).")
 @click.option("--reference", type=click.Choice(["validation", "train"]), default="validation", show_default=True,
               help="Set whose most confident example labels each cluster (the paper: a held-out validation set).")
 @click.option("--device", default=None, callback=check_device, help="cpu, cuda, cuda:1 ... (default: CUDA when present).")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Data directory (else $EVALKIT_DATA, else the user cache).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@threads_and_progress_options
 @_friendly_errors
-def eval_clustering(spec, checkpoint, random_init, dataset, reference, device, data_dir, as_json):
+def eval_clustering(spec, checkpoint, random_init, dataset, reference, device, data_dir, as_json, threads, no_progress):
     """Unsupervised cluster-assignment error of a user clusterer (AAE paper Table 3 protocol)."""
+    set_threads(threads)
     from .protocols.clustering import evaluate_clusterer
 
     loaded = _load(spec, checkpoint, device, random_init)
@@ -142,14 +149,16 @@ def eval_clustering(spec, checkpoint, random_init, dataset, reference, device, d
 @click.option("--task", required=True, help="Degradation task: sr2, sr4, noise05, noise10, noise20, blur.")
 @click.option("--dataset", default="set14", show_default=True, help="Test images: a restoration set (set14, set5, bsd68, cbsd68, kodak24, mcmaster, set12), 'natural' (the split's test half) or 'faces' (celeba test).")
 @click.option("--seed", type=NON_NEGATIVE, default=0, show_default=True, help="Noise seed (image i uses seed * 100003 + i).")
-@click.option("--channel", type=click.Choice(["rgb", "y"]), default="rgb", show_default=True)
+@click.option("--channel", type=click.Choice(["rgb", "y"]), default="rgb", show_default=True, help="PSNR/SSIM on RGB, or on the luma (Y of YCbCr) channel as SR papers report.")
 @click.option("--crop-border", type=NON_NEGATIVE, default=None, help="Border crop before PSNR/SSIM (default: the SR scale, else 0).")
 @click.option("--device", default=None, callback=check_device, help="cpu, cuda, cuda:1 ... (default: CUDA when present).")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Data directory (else $EVALKIT_DATA, else the user cache).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@threads_and_progress_options
 @_friendly_errors
-def eval_restoration(spec, checkpoint, random_init, task, dataset, seed, channel, crop_border, device, data_dir, as_json):
+def eval_restoration(spec, checkpoint, random_init, task, dataset, seed, channel, crop_border, device, data_dir, as_json, threads, no_progress):
     """PSNR / SSIM of a user restorer on a test set under a named degradation (the restoration table's protocol)."""
+    set_threads(threads)
     from .baselines import DEGRADATIONS
     from .data import load
     from .devices import choose_device
@@ -170,7 +179,8 @@ def eval_restoration(spec, checkpoint, random_init, task, dataset, seed, channel
     dev = choose_device(device)
     border = deg.scale if crop_border is None and deg.kind == "sr" else (crop_border or 0)
     m = evaluate_restoration(
-        lambda y: loaded.model.restore(y.to(dev)), images, deg, seed=seed, channel=channel, crop_border=border, who=f"model {spec}"
+        lambda y: loaded.model.restore(y.to(dev)), images, deg, seed=seed, channel=channel, crop_border=border, who=f"model {spec}",
+        progress=not no_progress,
     ).fields()
     out = _result(spec, checkpoint, loaded, m, dataset=dataset)
     d = m["details"]
@@ -185,18 +195,20 @@ def eval_restoration(spec, checkpoint, random_init, task, dataset, seed, channel
 @click.option("--model", "spec", required=True, help="Model spec offering predict_logits(x) -> [N, 7]: reference name, pkg.mod:factory, or a .pt file.")
 @click.option("--checkpoint", default=None, help="Weights (state dict or evalkit checkpoint).")
 @random_init_option
-@click.option("--dataset", type=click.Choice(sorted(EMOTION["size_by_dataset"])), default="ckplus48", show_default=True)
+@click.option("--dataset", type=click.Choice(sorted(EMOTION["size_by_dataset"])), default="ckplus48", show_default=True, help="Face data set of the emotion protocol.")
 @click.option("--size", type=POSITIVE, default=None, help="Square input size (default: the emotion table's, 48 for ckplus48, 64 for jaffe).")
 @click.option("--device", default=None, callback=check_device, help="cpu, cuda, cuda:1 ... (default: CUDA when present).")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Data directory (else $EVALKIT_DATA, else the user cache).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@threads_and_progress_options
 @_friendly_errors
-def eval_emotion(spec, checkpoint, random_init, dataset, size, device, data_dir, as_json):
+def eval_emotion(spec, checkpoint, random_init, dataset, size, device, data_dir, as_json, threads, no_progress):
     """Per-emotion accuracy of a user classifier on the test subjects (the emotion tables' protocol).
 
     Images are gray, centre-cropped and resized to SIZE, in [0, 1]; the test subjects are never
     in the training split (`evalkit.data.load(dataset, "train")` is what a model may train on).
     """
+    set_threads(threads)
     from .protocols.emotion import emotion_split, score_classifier, working_size
 
     size = working_size(dataset, size)
@@ -217,16 +229,18 @@ def eval_emotion(spec, checkpoint, random_init, dataset, size, device, data_dir,
 @random_init_option
 @click.option("--dataset", default="mnist", show_default=True,
               help="A paired face task (illumination-yale, pose-ckplus48, pose-jaffe: input -> target) or an image data set (target = input).")
-@click.option("--split", default="test", show_default=True)
+@click.option("--split", default="test", show_default=True, help="Split whose images are reconstructed.")
 @click.option("--size", type=POSITIVE, default=None, help="Face tasks: square working size (default: the task's, 64 or 48).")
 @click.option("--limit", type=NON_NEGATIVE, default=0, show_default=True, help="Only the first N images (0: all).")
 @click.option("--device", default=None, callback=check_device, help="cpu, cuda, cuda:1 ... (default: CUDA when present).")
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Data directory (else $EVALKIT_DATA, else the user cache).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@threads_and_progress_options
 @_friendly_errors
-def eval_reconstruction(spec, checkpoint, random_init, dataset, split, size, limit, device, data_dir, as_json):
+def eval_reconstruction(spec, checkpoint, random_init, dataset, split, size, limit, device, data_dir, as_json, threads, no_progress):
     """PSNR / SSIM / MSE of a model's reconstructions: an autoencoder on an image set (sparse,
     denoising, contractive AE, VAE, AAE ...) or an image-to-image model on a face task."""
+    set_threads(threads)
     from .protocols.reconstruction import evaluate_reconstruction
 
     loaded = _load(spec, checkpoint, device, random_init)

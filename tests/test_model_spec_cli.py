@@ -112,3 +112,13 @@ def test_sample_quality_and_compare_refuse_a_model_without_weights_unless_random
     real = tmp_path / "real.npy"
     np.save(real, np.zeros((20, 1, 8, 8), dtype=np.float32))
     failed_cleanly(cli("compare", "gan", str(real), "--no-progress"), "without --checkpoint", "--random-init")
+
+
+def test_every_eval_command_has_threads_no_progress_and_help_on_every_option():
+    from evalkit.cli_eval import eval_group
+
+    for name, cmd in eval_group.commands.items():
+        opts = {o.name: o for o in cmd.params if isinstance(o, __import__("click").Option)}
+        assert {"threads", "no_progress"} <= set(opts), f"eval {name} lacks --threads / --no-progress"
+        missing = [n for n, o in opts.items() if not o.help]
+        assert not missing, f"eval {name}: options without help text: {missing}"
