@@ -307,11 +307,12 @@ def subset(name, n_labels, seed, out, data_dir):
 
 @data.command()
 @click.argument("names", nargs=-1)
-@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Data directory (else $EVALKIT_DATA, else the user cache).")
 @_friendly_errors
 def verify(names, data_dir):
-    """Check the files of the data sets present (hashes)."""
+    """Check the files of the data sets present (hashes); for a missing or incomplete set, say how to get it."""
     from .data import describe_data_dir, verify as do_verify
+    from .data.registry import how_to_get
 
     rows = do_verify(data_dir=data_dir, names=list(names) or None)
     click.echo(f"data directory: {describe_data_dir(data_dir)}")
@@ -327,6 +328,8 @@ def verify(names, data_dir):
         for s in files:
             if s.status != "ok" and (status != "missing" or len(files) <= 5):
                 click.echo(f"  {'':<10} {'':<14} {click.style(s.status, fg='red' if s.status == 'corrupt' else 'yellow')}: {s.file}")
+        if status != "ok":
+            click.echo(f"  {'':<10} {'':<14} {how_to_get(name, data_dir=data_dir)}")
         bad += sum(s.status == "corrupt" for s in files)
     if bad:
         raise SystemExit(1)

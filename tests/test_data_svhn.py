@@ -217,6 +217,11 @@ def test_cli_verify_and_list_show_svhn_missing(tmp_path):
     lines = [ln.split() for ln in res.output.splitlines()[1:]]
     assert ["missing", "svhn", "0/2", "files", "ok"] in lines and ["missing", "svhn-extra", "0/3", "files", "ok"] in lines
     assert ["missing:", svhnmod.TRAIN] in lines and ["missing:", svhnmod.EXTRA] in lines
+    # each missing set says how to get it
+    assert f"get it with: evalkit data fetch svhn --data-dir {tmp_path}" in res.output
+    assert f"get it with: evalkit data fetch svhn-extra --data-dir {tmp_path}" in res.output
+    res = CliRunner().invoke(main, ["data", "verify", "bsd68", "--data-dir", str(tmp_path)])
+    assert "no download URL" in res.output and str(tmp_path / "BSD68") in res.output
     rows = {r["name"]: r for r in registry.describe(data_dir=tmp_path)}
     assert rows["svhn"]["status"] == rows["svhn-extra"]["status"] == "missing"
     assert rows["svhn"]["directory"] == str(tmp_path / "svhn") and rows["svhn"]["shape"] == (3, 32, 32)

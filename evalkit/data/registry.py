@@ -177,6 +177,17 @@ def _fetch_cmd(spec: DatasetSpec, root: Path, how: str) -> str:
     return cmd + f" --data-dir {root}" if how.startswith("given explicitly") else cmd
 
 
+def how_to_get(name: str, *, data_dir=None) -> str:
+    """One line: the command that fetches data set ``name``, or where to copy its files by hand
+    when it has no canonical download URL (``evalkit data verify`` prints it for a missing set)."""
+    spec = get_spec(name)
+    root, how = _resolve(data_dir)
+    if any(f.urls for f in spec.files):
+        return f"get it with: {_fetch_cmd(spec, root, how)}"
+    return (f"no download URL (source: {spec.source}; licence: {spec.licence}): copy its original files into "
+            f"{root / spec.dirname}/")
+
+
 def _fix_lines(spec: DatasetSpec, root: Path, how: str) -> list:
     can_fetch = any(f.urls for f in spec.files)
     lines = []
