@@ -69,7 +69,7 @@ def _common_run_options(f):
 
 @main.command()
 @click.argument("benchmark", required=False)
-@click.option("--rows", default=None, help="Comma-separated row ids (default: every row with a reference model).")
+@click.option("--rows", default=None, help="Comma-separated row ids (default: every row with a reference model); with --model, 'user' selects your row (e.g. --rows user for it alone).")
 @click.option("--columns", default=None, help="Comma-separated column ids (default: the spec's default columns).")
 @click.option("--model", "user_model", default=None, help="Add your own model as an extra row (model spec: name, pkg.mod:factory or file.pt).")
 @click.option("--checkpoint", default=None, help="Weights for --model.")
@@ -100,19 +100,24 @@ def run(benchmark, rows, columns, user_model, checkpoint, random_init, label, no
     if len(parts) > 1:  # a suite: each part takes the ids it has; an id no part has is an error
         for what, ids in (("row", row_ids), ("column", col_ids)):
             have = {x.id for b in parts for x in (b.rows if what == "row" else b.columns)}
-            unknown = [x for x in ids or [] if x not in have]
+            unknown = [x for x in ids or [] if x not in have and not (what == "row" and x == "user" and user_model)]
             if unknown:
                 raise click.UsageError(f"no part of suite {name!r} has {what}(s) {', '.join(unknown)}; known: {', '.join(sorted(have))}")
     plan = []
     for bench in parts:
-        part_rows = [r for r in row_ids if any(x.id == r for x in bench.rows)] if row_ids and len(parts) > 1 else row_ids
+        want_user = bool(user_model and row_ids and "user" in row_ids)  # --rows user: the --model row (and any ids beside it)
+        ids = [r for r in row_ids if r != "user"] if want_user else row_ids
+        part_rows = [r for r in ids if any(x.id == r for x in bench.rows)] if ids and len(parts) > 1 else ids
         part_cols = [c for c in col_ids if any(x.id == c for x in bench.columns)] if col_ids and len(parts) > 1 else col_ids
-        if len(parts) > 1 and ((row_ids and not part_rows) or (col_ids and not part_cols)):
+        if len(parts) > 1 and ((ids and not part_rows) or (col_ids and not part_cols)):
             continue
         if user_model:
             rid = "user:" + (label or Path(user_model).stem if user_model.endswith(".pt") else user_model)
             bench.rows.append(Row(id=rid, label=label or user_model, model=user_model, user=True, checkpoint=checkpoint))
-            part_rows = (part_rows or [r.id for r in bench.rows if (r.model or r.pipeline != "model") and not r.user]) + [rid]
+            if want_user:
+                part_rows = (part_rows or []) + [rid]
+            else:
+                part_rows = (part_rows or [r.id for r in bench.rows if (r.model or r.pipeline != "model") and not r.user]) + [rid]
         plan.append((bench, part_rows, part_cols))
     if benchmark is None:
         click.echo(f"evalkit demo: benchmark '{name}' ({spec.title}) on the embedded digits data set.")

@@ -52,6 +52,14 @@ def test_run_refuses_a_user_row_without_weights_unless_random_init(tiny_toml, di
     assert {x["row"] for x in ResultStore(dirs["results"]).records("tiny")} == {"gan", f"user:{spec}"}
 
 
+def test_rows_user_selects_the_model_row_alone(tiny_toml, dirs, user_pkg):
+    spec = f"{user_pkg}:build"
+    _ok(cli(*run_args(tiny_toml, dirs, "--epochs", 1, "--rows", "user", "--model", spec, "--random-init", "--no-report")))
+    assert [x["row"] for x in ResultStore(dirs["results"]).records("tiny")] == [f"user:{spec}"]  # no reference row ran
+    r = cli(*run_args(tiny_toml, dirs, "--epochs", 1, "--rows", "user", "--no-report"))  # without --model: an unknown row
+    assert r.exit_code != 0 and "user" in r.output
+
+
 def test_factory_module_in_the_current_folder_needs_no_pythonpath(tmp_path, monkeypatch):
     """As from the console script: the import path holds neither '' nor the current folder."""
     work = tmp_path / "work"
