@@ -67,6 +67,23 @@ def _common_run_options(f):
     return f
 
 
+def _defaulted(param: str) -> bool:
+    """Whether ``param`` of the running command took its default (was not given)."""
+    from click.core import ParameterSource
+
+    return click.get_current_context().get_parameter_source(param) in (ParameterSource.DEFAULT, None)
+
+
+class _StoreUnion:
+    """Read-only view of two result stores (the reference rows' and a user's rows') for a report."""
+
+    def __init__(self, *stores):
+        self.stores = stores
+
+    def records(self, benchmark: str) -> list:
+        return [r for st in self.stores for r in st.records(benchmark)]
+
+
 @main.command()
 @click.argument("benchmark", required=False)
 @click.option("--rows", default=None, help="Comma-separated row ids (default: every row with a reference model); with --model, 'user' selects your row (e.g. --rows user for it alone).")
@@ -97,6 +114,18 @@ def run(benchmark, rows, columns, user_model, checkpoint, random_init, label, no
 
         require_weights(user_model, checkpoint, random_init)
     row_ids, col_ids = _csv(rows), _csv(columns)
+    # A user's row goes to its own folders unless --results-dir says otherwise, so a checkout's
+    # committed store stays as it is: the row is recorded in <results>/user/, the reference rows
+    # are read (not re-run) from <results>/, and the report beside both goes to <reports>/user/.
+    base_store = None
+    if user_model and _defaulted("results_dir"):
+        base_store = ResultStore(results_dir)
+        results_dir = str(Path(results_dir) / "user")
+        if _defaulted("reports_dir"):
+            reports_dir = str(Path(reports_dir) / "user")
+        row_ids = row_ids or ["user"]
+        click.echo(f"your model's row is recorded in {results_dir}/ and reported in {reports_dir}/ (reference rows are read "
+                   f"from {base_store.root}/; pass --results-dir to choose)")
     if len(parts) > 1:  # a suite: each part takes the ids it has; an id no part has is an error
         for what, ids in (("row", row_ids), ("column", col_ids)):
             have = {x.id for b in parts for x in (b.rows if what == "row" else b.columns)}
@@ -161,7 +190,7 @@ def run(benchmark, rows, columns, user_model, checkpoint, random_init, label, no
         ekdist.finish()
     if no_report or rank != 0:
         return
-    store = ResultStore(results_dir)
+    store = ResultStore(results_dir) if base_store is None else _StoreUnion(base_store, ResultStore(results_dir))
     if isinstance(spec, Suite):
         written = write_suite_report(spec, store, Path(reports_dir))
     else:

@@ -130,3 +130,23 @@ def test_every_eval_command_has_threads_no_progress_and_help_on_every_option():
         assert {"threads", "no_progress"} <= set(opts), f"eval {name} lacks --threads / --no-progress"
         missing = [n for n, o in opts.items() if not o.help]
         assert not missing, f"eval {name}: options without help text: {missing}"
+
+
+
+def test_a_user_row_goes_to_its_own_folders_by_default(tiny_toml, dirs, user_pkg, tmp_path, monkeypatch):
+    """Without --results-dir the committed store is left as it is: the user's row is recorded in
+    results/user/, the reference rows are read from results/, the report goes to reports/user/."""
+    work = tmp_path / "checkout"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    base = ["run", str(tiny_toml), "--cache-dir", dirs["cache"], "--no-progress", "--epochs", 1]
+    _ok(cli(*base, "--rows", "gan"))  # a reference row, recorded in ./results as usual
+    before = (work / "results" / "tiny.jsonl").read_text()
+    spec = f"{user_pkg}:build"
+    r = _ok(cli(*base, "--model", spec, "--random-init", "--label", "mine"))
+    assert (work / "results" / "tiny.jsonl").read_text() == before  # nothing appended to the reference store
+    assert [x["row"] for x in ResultStore(work / "results" / "user").records("tiny")] == [f"user:{spec}"]  # only the user row ran
+    md = (work / "reports" / "user" / "tiny.md").read_text()
+    gan = ResultStore(work / "results").records("tiny")[0]
+    assert "| mine |" in md and f"{gan['value']:.1f}" in md  # the reference row beside the user's
+    assert "results/user/" in r.output
