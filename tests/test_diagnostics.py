@@ -79,3 +79,25 @@ def test_a_chain_sampler_chooses_its_settings_on_validation_before_it_is_scored(
     assert all(json.loads(r["sample_choice"])["burn_in"] in (2, 5) for r in recs)
     md = (tmp_path / "results" / "diagnostics" / "toy-dbn.md").read_text()
     assert "chain settings chosen on valid[0:150]" in md and "LL averaged over valid[150:300]" in md
+
+
+def test_chain_choice_compares_recipes_by_their_recorded_validation_ll(tmp_path):
+    from evalkit.benchmarks import load_spec
+    from evalkit.runner import RunOptions, run_benchmark
+
+    spec = tmp_path / "tinydbn.toml"
+    spec.write_text(TINY_DBN)
+    opts = RunOptions(seeds=[0, 1], cache_dir=tmp_path / "cache", results_dir=tmp_path / "res", progress=False)
+    run_benchmark(load_spec(str(spec)), None, None, opts, log=lambda s: None)
+    (folder,) = (tmp_path / "cache" / "runs").iterdir()
+    spec_mod = importlib.util.spec_from_file_location("chain_choice_diag", ROOT / "benchmarks" / "diagnostics" / "chain_choice.py")
+    mod = importlib.util.module_from_spec(spec_mod)
+    spec_mod.loader.exec_module(mod)
+    rows = mod.recipe_rows(folder, 2)
+    assert [r["seed"] for r in rows] == [0, 1] and all(r["valid_ll"] == r["all_ll"][r["chosen"]] for r in rows)
+    assert mod.main(["--name", "toy-choice", "--recipe", f"a={folder}", "--recipe", f"b={folder}", "--epochs", "2",
+                     "--results-dir", str(tmp_path / "res")]) == 0
+    md = (tmp_path / "res" / "diagnostics" / "toy-choice.md").read_text()
+    assert "| a | " in md and "| b | " in md and "Higher mean on validation" in md
+    with pytest.raises(SystemExit, match="no seed"):
+        mod.recipe_rows(folder, 99)
