@@ -180,7 +180,7 @@ def eval_restoration(spec, checkpoint, random_init, task, dataset, seed, channel
     border = deg.scale if crop_border is None and deg.kind == "sr" else (crop_border or 0)
     m = evaluate_restoration(
         lambda y: loaded.model.restore(y.to(dev)), images, deg, seed=seed, channel=channel, crop_border=border, who=f"model {spec}",
-        progress=not no_progress,
+        progress=not (no_progress or as_json),  # --json: nothing but the JSON document
     ).fields()
     out = _result(spec, checkpoint, loaded, m, dataset=dataset)
     d = m["details"]
