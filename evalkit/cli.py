@@ -14,7 +14,7 @@ import click
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import __version__
-from .cli_common import NON_NEGATIVE, POSITIVE, check_device, random_init_option
+from .cli_common import NON_NEGATIVE, POSITIVE, check_device, random_init_option, set_threads
 from .cli_common import friendly_errors as _friendly_errors
 
 DEMO_BENCHMARK = "demo"
@@ -170,10 +170,7 @@ def run(benchmark, rows, columns, user_model, checkpoint, random_init, label, no
         check_writable(reports_dir, "reports folder", "--reports-dir")
     if any(r.model and not r.user for bench, _, _ in plan for r in bench.rows):
         check_writable(Path(cache_dir) if cache_dir else default_cache_dir(), "checkpoint cache", "--cache-dir")
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    set_threads(threads)
     from . import distributed as ekdist
 
     # Under torchrun (WORLD_SIZE > 1): join the process group; cells are split across the ranks
@@ -391,10 +388,7 @@ def features_build(dataset, data_dir, cache_dir, device, force, threads, no_prog
     """Train the feature network of DATASET (a labelled image set such as mnist) with the fixed recipe and cache it."""
     from .features import DEFAULT_SPEC, artefact_paths, build_feature_net
 
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    set_threads(threads)
     net = build_feature_net(dataset, cache_dir, data_dir, spec=DEFAULT_SPEC, device=device, progress=not no_progress, force=force, log=click.echo)
     pt, _ = artefact_paths(dataset, net.key, cache_dir)
     click.echo(f"{dataset}: feature network {net.key}, test accuracy {net.info['test_accuracy']:.4f} ({pt})")

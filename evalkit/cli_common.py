@@ -77,9 +77,24 @@ def random_init_option(f):
 
 
 def threads_and_progress_options(f):
-    """``--threads`` and ``--no-progress``, as ``evalkit run`` has them (every ``eval`` command)."""
+    """``--threads`` and ``--no-progress``, as ``evalkit run`` has them (every ``eval`` command, ``compare``)."""
     f = click.option("--no-progress", is_flag=True, help="No progress bars.")(f)
-    return click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads for torch (default: torch's choice).")(f)
+    return click.option("--threads", type=POSITIVE, default=None, help="CPU threads for torch (default: torch's choice).")(f)
+
+
+def kid_and_pr_options(defaults):
+    """``--kid-subsets``, ``--kid-subset-size`` and ``--k`` with the defaults of the sample-quality
+    protocol's table ``defaults`` (``eval sample-quality`` and ``compare`` share them)."""
+
+    def deco(f):
+        f = click.option("--k", "k", type=POSITIVE, default=defaults["pr_k"], show_default=True,
+                         help="Precision / recall: k nearest neighbours.")(f)
+        f = click.option("--kid-subset-size", type=click.IntRange(min=2), default=defaults["kid_subset_size"], show_default=True,
+                         help="KID: points per subset (reduced, with a warning, to the smaller set's size).")(f)
+        return click.option("--kid-subsets", type=POSITIVE, default=defaults["kid_subsets"], show_default=True,
+                            help="KID: random subsets.")(f)
+
+    return deco
 
 
 def set_threads(threads) -> None:

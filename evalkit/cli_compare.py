@@ -10,7 +10,7 @@ from typing import Optional
 
 import click
 
-from .cli_common import NON_NEGATIVE, POSITIVE, check_device
+from .cli_common import NON_NEGATIVE, POSITIVE, check_device, kid_and_pr_options, set_threads, threads_and_progress_options
 from .cli_common import friendly_errors as _friendly_errors
 from .protocols.sample_quality import DEFAULTS
 
@@ -77,17 +77,13 @@ def warnings_as_lines():
               help="Samples drawn from a model spec.")
 @click.option("--seed", type=NON_NEGATIVE, default=0, show_default=True,
               help="Seeds the KID subsets, the Parzen validation/test split of B and model sampling (1234 + seed).")
-@click.option("--kid-subsets", type=POSITIVE, default=DEFAULTS["kid_subsets"], show_default=True, help="KID: random subsets.")
-@click.option("--kid-subset-size", type=click.IntRange(min=2), default=DEFAULTS["kid_subset_size"], show_default=True,
-              help="KID: points per subset (reduced, with a warning, to the smaller set's size).")
-@click.option("--k", "k", type=POSITIVE, default=DEFAULTS["pr_k"], show_default=True, help="Precision / recall: k nearest neighbours.")
+@kid_and_pr_options(DEFAULTS)
 @click.option("--no-parzen", is_flag=True, help="Skip the Parzen log-likelihood.")
 @click.option("--batch-size", type=POSITIVE, default=100, show_default=True, help="Images per feature-network call.")
 @click.option("--device", default=None, callback=check_device, help="cpu, cuda, cuda:1 ... (default: CUDA when present).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Data directory for building a LeNet feature network (else $EVALKIT_DATA, else the user cache).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="evalkit cache root holding the feature networks (else $EVALKIT_CACHE, else ~/.cache/evalkit).")
-@click.option("--threads", type=POSITIVE, default=None, help="CPU threads for torch (default: torch's choice).")
-@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@threads_and_progress_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_friendly_errors
 def compare(a, b, kind, dataset, feature_weights, feature_weights_sha256, checkpoint_a, checkpoint_b, random_init, n_samples, seed,
@@ -100,13 +96,10 @@ def compare(a, b, kind, dataset, feature_weights, feature_weights_sha256, checkp
     .pt file) whose samples are drawn. With the default LeNet features, values are not comparable
     with Inception-based FID; --features inception --feature-weights FILE gives FID's features.
     """
-    import torch
-
     from .compare import compare_images
     from .errors import EvalkitError
 
-    if threads:
-        torch.set_num_threads(threads)
+    set_threads(threads)
     if kind == "inception" and not feature_weights:
         raise click.UsageError("--features inception needs --feature-weights FILE (pt_inception-2015-12-05-6726825d.pth; "
                                "evalkit downloads nothing)")

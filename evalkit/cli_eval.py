@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import click
 
-from .cli_common import NON_NEGATIVE, POSITIVE, check_device, random_init_option, set_threads, threads_and_progress_options
+from .cli_common import NON_NEGATIVE, POSITIVE, check_device, kid_and_pr_options, random_init_option, set_threads, threads_and_progress_options
 from .cli_common import friendly_errors as _friendly_errors
 from .protocols.emotion import DEFAULTS as EMOTION
 from .protocols.parzen import DEFAULTS as PARZEN
@@ -259,15 +259,12 @@ def eval_reconstruction(spec, checkpoint, random_init, dataset, split, size, lim
 @click.option("--dataset", default="mnist", show_default=True, help="Data set of the protocol (the sample-quality table's is mnist; digits works offline).")
 @click.option("--n-samples", type=POSITIVE, default=SAMPLE_QUALITY["n_samples"], show_default=True, help="Samples drawn (seed 1234 + --seed).")
 @click.option("--valid-limit", type=NON_NEGATIVE, default=SAMPLE_QUALITY["valid_limit"], show_default=True, help="Parzen: first N validation images choose sigma (0: all).")
-@click.option("--kid-subsets", type=POSITIVE, default=SAMPLE_QUALITY["kid_subsets"], show_default=True, help="KID: random subsets.")
-@click.option("--kid-subset-size", type=click.IntRange(min=2), default=SAMPLE_QUALITY["kid_subset_size"], show_default=True, help="KID: points per subset (reduced, with a warning, to the smaller set's size).")
-@click.option("--k", "k", type=POSITIVE, default=SAMPLE_QUALITY["pr_k"], show_default=True, help="Precision / recall: k nearest neighbours.")
+@kid_and_pr_options(SAMPLE_QUALITY)
 @click.option("--seed", type=NON_NEGATIVE, default=0, show_default=True, help="Seeds the samples (1234 + seed) and the KID subsets.")
 @click.option("--device", default=None, callback=check_device, help="cpu, cuda, cuda:1 ... (default: CUDA when present).")
 @click.option("--data-dir", type=click.Path(file_okay=False), default=None, help="Data directory (else $EVALKIT_DATA, else the user cache).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None, help="evalkit cache root holding the feature networks (else $EVALKIT_CACHE, else ~/.cache/evalkit).")
-@click.option("--threads", type=POSITIVE, default=None, help="CPU threads for torch (default: torch's choice).")
-@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@threads_and_progress_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_friendly_errors
 def eval_sample_quality(spec, checkpoint, random_init, dataset, n_samples, valid_limit, kid_subsets, kid_subset_size, k, seed, device,
@@ -278,10 +275,7 @@ def eval_sample_quality(spec, checkpoint, random_init, dataset, n_samples, valid
     from .cli_compare import warnings_as_lines
     from .protocols.sample_quality import evaluate_sample_quality
 
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    set_threads(threads)
     loaded = _load(spec, checkpoint, device, random_init)
     protocol = {**SAMPLE_QUALITY, "n_samples": n_samples, "valid_limit": valid_limit, "kid_subsets": kid_subsets,
                 "kid_subset_size": kid_subset_size, "pr_k": k}
@@ -314,8 +308,7 @@ def eval_sample_quality(spec, checkpoint, random_init, dataset, n_samples, valid
 @random_init_option
 @click.option("--dim", "dim", type=POSITIVE, required=True, help="D, the dimension of θ of the banana posterior (2: the banana).")
 @click.option("--seed", type=NON_NEGATIVE, default=0, show_default=True, help="Chain starts and sampler randomness.")
-@click.option("--threads", type=POSITIVE, default=None, help="CPU threads for torch (default: torch's choice).")
-@click.option("--no-progress", is_flag=True, help="No progress lines.")
+@threads_and_progress_options
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @_friendly_errors
 def eval_latent_hmc(spec, checkpoint, random_init, dim, seed, threads, no_progress, as_json):
@@ -328,10 +321,7 @@ def eval_latent_hmc(spec, checkpoint, random_init, dim, seed, threads, no_progre
     from .protocols.latent_hmc import DEFAULTS as LATENT_HMC
     from .protocols.latent_hmc import evaluate_user_latent
 
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    set_threads(threads)
     loaded = _load(spec, checkpoint, "cpu", random_init)
     log = (lambda _: None) if no_progress or as_json else (lambda msg: click.echo(msg, err=True))
     m = evaluate_user_latent(loaded.model, settings={**LATENT_HMC, "dim": dim}, seed=seed, who=f"model {spec}", log=log).fields()
