@@ -68,3 +68,87 @@ def failed_cleanly(result, *needles):
 def run_args(spec, dirs, *extra):
     """``run SPEC`` with the cache, results and reports folders of the ``dirs`` fixture."""
     return ["run", spec, "--cache-dir", dirs["cache"], "--results-dir", dirs["results"], "--reports-dir", dirs["reports"], "--no-progress", *extra]
+
+
+# Source of a user model module (factories build, build_nogen, build_nan, ...): the user_pkg
+# fixture writes it as mypkg/mod.py; tests of the import path write it under other names.
+USER_MODULE = '''
+"""User models for the evalkit tests (written by conftest.user_pkg)."""
+import torch
+from torch import nn
+
+
+class Good(nn.Module):
+    """A sampler with values in [0, 1]."""
+
+    def __init__(self, z_dim=4, shape=(1, 8, 8)):
+        super().__init__()
+        self.z_dim, self.shape = z_dim, tuple(shape)
+        self.lin = nn.Linear(z_dim, 64)
+
+    def sample(self, n, *, generator=None):
+        z = torch.randn(n, self.z_dim, generator=generator)
+        return torch.sigmoid(self.lin(z)).view(n, *self.shape)
+
+
+class NoGenerator(Good):
+    def sample(self, n):  # no generator keyword: evalkit must still call it
+        return torch.sigmoid(self.lin(torch.randn(n, self.z_dim))).view(n, *self.shape)
+
+
+class NaNs(Good):
+    def sample(self, n, *, generator=None):
+        out = super().sample(n, generator=generator)
+        out[0, 0, 0, 0] = float("nan")
+        return out
+
+
+class OutOfRange(Good):
+    def sample(self, n, *, generator=None):
+        return 2 * super().sample(n, generator=generator) - 1  # tanh range
+
+
+class NoSample(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(2, 2)
+
+
+def build():
+    torch.manual_seed(0)
+    return Good()
+
+
+def build_nogen():
+    torch.manual_seed(0)
+    return NoGenerator()
+
+
+def build_nan():
+    return NaNs()
+
+
+def build_range():
+    return OutOfRange()
+
+
+def build_shape():
+    return _WrongShape()
+
+
+class _WrongShape(Good):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 16)
+
+    def sample(self, n, *, generator=None):
+        return torch.sigmoid(self.lin(torch.randn(n, 4, generator=generator))).view(n, 1, 4, 4)
+
+
+def build_nosample():
+    return NoSample()
+
+
+def build_not_a_module():
+    return object()
+'''

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from evalkit.results import ResultStore
-from helpers import cli, failed_cleanly, run_args
+from helpers import USER_MODULE, cli, failed_cleanly, run_args
 
 EVAL = ["eval", "parzen", "--dataset", "digits", "--n-samples", 100, "--valid-limit", 50, "--json"]
 
@@ -64,22 +64,7 @@ def test_factory_module_in_the_current_folder_needs_no_pythonpath(tmp_path, monk
     """As from the console script: the import path holds neither '' nor the current folder."""
     work = tmp_path / "work"
     work.mkdir()
-    (work / "my_local_models_i15.py").write_text(textwrap.dedent('''
-        import torch
-        from torch import nn
-
-        class M(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.lin = nn.Linear(4, 64)
-
-            def sample(self, n, *, generator=None):
-                return torch.sigmoid(self.lin(torch.randn(n, 4, generator=generator))).view(n, 1, 8, 8)
-
-        def build():
-            torch.manual_seed(0)
-            return M()
-    '''))
+    (work / "my_local_models_i15.py").write_text(textwrap.dedent(USER_MODULE))
     monkeypatch.chdir(work)
     monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".") and os.path.abspath(p) != str(work)])
     monkeypatch.delitem(sys.modules, "my_local_models_i15", raising=False)

@@ -24,7 +24,7 @@ class _TouchOnLoad:
 
 @pytest.fixture
 def evil_pickle(tmp_path) -> tuple[Path, Path]:
-    """A checkpoint whose pickle runs code when loaded with weights_only=False."""
+    """A checkpoint whose pickle runs code when a full (not weights-only) torch.load reads it."""
     marker = tmp_path / "pwned-by-pickle"
     path = tmp_path / "evil.pt"
     lin = torch.nn.Linear(2, 2)

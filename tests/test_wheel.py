@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import USER_MODULE
+
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ["pyproject.toml", "README.md", "evalkit", "reference_models"]
 
@@ -118,22 +120,7 @@ def test_installed_evalkit_lists_and_runs_the_demo_from_an_unrelated_folder(inst
 def test_installed_console_script_imports_a_factory_from_the_current_folder(installed):
     """``--model my_models:build`` with ./my_models.py: no PYTHONPATH=. needed; no weights: refused
     unless --random-init."""
-    (installed["work"] / "my_models_i15.py").write_text(textwrap.dedent('''
-        import torch
-        from torch import nn
-
-        class M(nn.Module):
-            def __init__(self):
-                super().__init__()
-                self.lin = nn.Linear(4, 64)
-
-            def sample(self, n, *, generator=None):
-                return torch.sigmoid(self.lin(torch.randn(n, 4, generator=generator))).view(n, 1, 8, 8)
-
-        def build():
-            torch.manual_seed(0)
-            return M()
-    '''))
+    (installed["work"] / "my_models_i15.py").write_text(textwrap.dedent(USER_MODULE))
     args = ["eval", "parzen", "--model", "my_models_i15:build", "--dataset", "digits", "--n-samples", "100", "--valid-limit", "50", "--json"]
     r = _run(installed, *args)
     assert r.returncode == 2 and "--random-init" in r.stderr, r.stdout + r.stderr
