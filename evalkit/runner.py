@@ -160,10 +160,7 @@ def run_benchmark(
         return run_distributed(bench, rows, columns, opts, log)
     store = ResultStore(opts.results_dir)
     cells = plan_cells(bench, rows, columns, opts, log)
-    # Before anything is trained: every folder this run writes to must be writable.
-    check_store_writable(store, bench.name)
-    if any(r.model and not r.user for r in select_rows(bench, rows)):
-        check_writable(opts.cache_dir or default_cache_dir(), "checkpoint cache", "--cache-dir")
+    _check_folders(bench, rows, store, opts)
     at_start = record_counts(store.records(bench.name))
     done_keys = set(at_start) if not opts.redo else set()
     todo = []
@@ -185,8 +182,7 @@ def run_benchmark(
                 deferred.append(cell)
                 continue
             try:
-                now = record_counts(store.records(bench.name))
-                if cell.key in now and (not opts.redo or now[cell.key] > at_start.get(cell.key, 0)):  # --redo: a newer record than at the start
+                if _recorded_meanwhile(store, bench, cell, at_start, opts.redo):
                     log(f"{cell.tag} recorded in {store.path(bench.name)} by another evalkit process meanwhile, skipping")
                     continue
                 rec = run_cell(cell, opts, log)
@@ -197,6 +193,20 @@ def run_benchmark(
             _log_cell(bench, rec, log)
         todo = deferred
     return new
+
+
+def _check_folders(bench: Benchmark, rows: Optional[Sequence[str]], store: ResultStore, opts: RunOptions) -> None:
+    """Before anything is trained: every folder this run writes to must be writable."""
+    check_store_writable(store, bench.name)
+    if any(r.model and not r.user for r in select_rows(bench, rows)):
+        check_writable(opts.cache_dir or default_cache_dir(), "checkpoint cache", "--cache-dir")
+
+
+def _recorded_meanwhile(store: ResultStore, bench: Benchmark, cell: Cell, at_start: dict, redo: bool) -> bool:
+    """Whether another evalkit process recorded ``cell`` since this run read the store
+    (``at_start``: record counts then); with ``redo``, a record newer than those."""
+    now = record_counts(store.records(bench.name))
+    return cell.key in now and (not redo or now[cell.key] > at_start.get(cell.key, 0))
 
 
 def _log_cell(bench: Benchmark, rec: dict, log: Callable[[str], None]) -> None:
@@ -227,9 +237,7 @@ def run_distributed(
     store = ResultStore(opts.results_dir)
     cells = plan_cells(bench, rows, columns, opts, log if rank == 0 else (lambda _m: None))
     if rank == 0:
-        check_store_writable(store, bench.name)
-        if any(r.model and not r.user for r in select_rows(bench, rows)):
-            check_writable(opts.cache_dir or default_cache_dir(), "checkpoint cache", "--cache-dir")
+        _check_folders(bench, rows, store, opts)
     at_start = ekdist.broadcast(record_counts(store.records(bench.name)) if rank == 0 else None)
     todo_keys = ekdist.broadcast([c.key for c in cells if opts.redo or c.key not in at_start] if rank == 0 else None)
     by_key = {c.key: c for c in cells}
@@ -241,16 +249,11 @@ def run_distributed(
     shared = [c for c in todo if protocol.shardable(c.settings)]
     whole = [c for c in todo if not protocol.shardable(c.settings)]
     new = []
-
-    def recorded_meanwhile(cell: Cell) -> bool:
-        now = record_counts(store.records(bench.name))
-        return cell.key in now and (not opts.redo or now[cell.key] > at_start.get(cell.key, 0))
-
     for cell in whole[rank::world]:
         lock = cell_lock(store.root, bench.name, cell.key, log=log)
         lock.acquire(timeout=None)
         try:
-            if recorded_meanwhile(cell):
+            if _recorded_meanwhile(store, bench, cell, at_start, opts.redo):
                 log(f"{cell.tag} recorded in {store.path(bench.name)} by another evalkit process meanwhile, skipping")
                 continue
             with ekdist.local_only():
@@ -265,7 +268,7 @@ def run_distributed(
         go = True
         if lock is not None:
             lock.acquire(timeout=None)
-            go = not recorded_meanwhile(cell)
+            go = not _recorded_meanwhile(store, bench, cell, at_start, opts.redo)
         try:
             if not ekdist.broadcast(go):
                 if rank == 0:
