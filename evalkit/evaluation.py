@@ -108,6 +108,19 @@ def _checked_chunk(s: Any, k: int, first: int, n: int, who: str) -> torch.Tensor
     return s
 
 
+def _draw(call, k: int, gen: torch.Generator, first: int, n: int, who: str) -> torch.Tensor:
+    """Samples ``first .. first + k - 1`` of ``n``: one sampler call without gradients, its
+    failure reported as an :class:`EvalkitError` naming the model, its output checked."""
+    try:
+        with torch.no_grad():
+            s = call(k, gen)
+    except EvalkitError:
+        raise
+    except Exception as e:
+        raise EvalkitError(f"{who}: sample({k}) raised {type(e).__name__}: {e}") from None
+    return _checked_chunk(s, k, first, n, who)
+
+
 def iter_seed_blocks(model: Any, n: int, *, seed: int, device: torch.device, blocks: Iterable[int] | None = None,
                      block: int = SEED_BLOCK, who: str = "model") -> Iterator[tuple[int, torch.Tensor]]:
     """Yield ``(b, samples)`` for the seed blocks ``blocks`` (default: all, in order) of a stream
@@ -130,14 +143,7 @@ def iter_seed_blocks(model: Any, n: int, *, seed: int, device: torch.device, blo
         first = b * block
         k = min(block, n - first)
         gen = torch.Generator(device=device).manual_seed(block_seed(seed, b))
-        try:
-            with torch.no_grad():
-                s = call(k, gen)
-        except EvalkitError:
-            raise
-        except Exception as e:
-            raise EvalkitError(f"{who}: sample({k}) raised {type(e).__name__}: {e}") from None
-        yield b, _checked_chunk(s, k, first, n, who)
+        yield b, _draw(call, k, gen, first, n, who)
 
 
 def iter_sample_chunks(model: Any, n: int, *, seed: int, device: torch.device, batch: int = SAMPLE_BATCH, who: str = "model") -> Iterator[torch.Tensor]:
@@ -152,14 +158,7 @@ def iter_sample_chunks(model: Any, n: int, *, seed: int, device: torch.device, b
     done = 0
     while done < n:
         k = min(batch, n - done)
-        try:
-            with torch.no_grad():
-                s = call(k, gen)
-        except EvalkitError:
-            raise
-        except Exception as e:
-            raise EvalkitError(f"{who}: sample({k}) raised {type(e).__name__}: {e}") from None
-        s = _checked_chunk(s, k, done, n, who)
+        s = _draw(call, k, gen, done, n, who)
         yield s
         del s  # the caller decides whether a chunk lives on
         done += k
