@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Callable, Protocol
 
 import torch
 from torch import nn
@@ -89,7 +89,35 @@ def mlp_value_and_jacobian(net: nn.Sequential, x: torch.Tensor, dx: torch.Tensor
     return h, j
 
 
-class AutoEncoder(nn.Module):
+def fixed_noise_scales(x: torch.Tensor, z: torch.Tensor, rec: torch.Tensor, encode_mean: Callable[[torch.Tensor], torch.Tensor],
+                       gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(dec_std, enc_std)`` of a deterministic coder from posterior draws ``x``, their codes
+    ``z = e(x)`` and reconstructions ``rec = g(z)``: the decoder std is the per-coordinate RMS of
+    ``x - rec`` (floor 1e-4), the encoder std the per-coordinate RMS of the cycle error
+    ``e(rec + eps) - z`` with ``eps ~ N(0, dec_std^2)`` drawn from ``gen`` (floor 0.05)."""
+    dec_std = (x - rec).pow(2).mean(0).sqrt().clamp_min(1e-4)
+    noisy = rec + dec_std * torch.randn(x.shape, generator=gen, dtype=DTYPE)
+    enc_std = (encode_mean(noisy) - z).pow(2).mean(0).sqrt().clamp_min(0.05)
+    return dec_std, enc_std
+
+
+class FixedNoiseCoder:
+    """``encode``/``decode`` as Gaussians with the fixed per-coordinate stds ``enc_std`` /
+    ``dec_std`` around ``encode_mean`` / ``decode_mean`` (:class:`LatentMap`)."""
+
+    enc_std: torch.Tensor
+    dec_std: torch.Tensor
+
+    def encode(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m = self.encode_mean(theta)
+        return m, self.enc_std.expand_as(m)
+
+    def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        m = self.decode_mean(z)
+        return m, self.dec_std.expand_as(m)
+
+
+class AutoEncoder(FixedNoiseCoder, nn.Module):
     """Deterministic MLP autoencoder D → d → D with whitened codes (module docstring)."""
 
     def __init__(self, dim: int, latent_dim: int = 2, hidden: int = 64):
@@ -112,14 +140,6 @@ class AutoEncoder(nn.Module):
     def decode_mean_and_jacobian(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         dz = torch.diag_embed(self.z_scale.expand_as(z))
         return mlp_value_and_jacobian(self.dec, z * self.z_scale + self.z_shift, dz)
-
-    def encode(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        m = self.encode_mean(theta)
-        return m, self.enc_std.expand_as(m)
-
-    def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        m = self.decode_mean(z)
-        return m, self.dec_std.expand_as(m)
 
 
 class VAE(nn.Module):
@@ -190,11 +210,9 @@ def train_autoencoder(
         model.z_shift.copy_(codes.mean(0))
         model.z_scale.copy_(codes.std(0).clamp_min(1e-8))
         z = model.encode_mean(x)
-        resid = x - model.decode_mean(z)
-        model.dec_std.copy_(resid.pow(2).mean(0).sqrt().clamp_min(1e-4))
-        noisy = model.decode_mean(z) + model.dec_std * torch.randn(x.shape, generator=gen, dtype=DTYPE)
-        cyc = model.encode_mean(noisy) - z
-        model.enc_std.copy_(cyc.pow(2).mean(0).sqrt().clamp_min(0.05))
+        dec_std, enc_std = fixed_noise_scales(x, z, model.decode_mean(z), model.encode_mean, gen)
+        model.dec_std.copy_(dec_std)
+        model.enc_std.copy_(enc_std)
     wall = time.perf_counter() - t0
     return model.eval(), TrainReport("ae", wall, steps, int(x.shape[0]), float(loss.detach()), seed)
 

@@ -32,6 +32,7 @@ import torch
 from ..errors import EvalkitError
 from ..measurement import Measurement
 from ..paths import inside, safe_name
+from ..hmc.autoencoders import FixedNoiseCoder, fixed_noise_scales
 from .base import Cell, CellResult, Protocol, RunSettings, register
 
 #: Every setting the protocol reads (a spec's ``[protocol]`` table overrides them; ``dim`` per column).
@@ -233,7 +234,7 @@ def draw_figures(bench: Any, records: list, out_dir: Path) -> list[tuple[str, st
     return figs
 
 
-class UserLatentMap:
+class UserLatentMap(FixedNoiseCoder):
     """A user's ``encode(theta) -> z`` / ``decode(z) -> theta`` as the latent map the samplers
     use (:class:`evalkit.hmc.autoencoders.LatentMap`). Inputs are cast to the model's dtype
     (float32 or float64) and outputs to float64. The two densities the corrected sampler needs
@@ -255,10 +256,7 @@ class UserLatentMap:
             rec = self.decode_mean(z)
             if rec.shape != x.shape:
                 raise EvalkitError(f"decode(z [N, {self.latent_dim}]) must return theta {tuple(x.shape)}, got {tuple(rec.shape)}")
-            self.dec_std = (x - rec).pow(2).mean(0).sqrt().clamp_min(1e-4)
-            gen = torch.Generator().manual_seed(seed)
-            noisy = rec + self.dec_std * torch.randn(x.shape, generator=gen, dtype=torch.float64)
-            self.enc_std = (self.encode_mean(noisy) - z).pow(2).mean(0).sqrt().clamp_min(0.05)
+            self.dec_std, self.enc_std = fixed_noise_scales(x, z, rec, self.encode_mean, torch.Generator().manual_seed(seed))
         if not (torch.isfinite(z).all() and torch.isfinite(rec).all()):
             raise EvalkitError("encode/decode returned non-finite values on posterior draws")
 
@@ -269,14 +267,6 @@ class UserLatentMap:
         if z.dim() == 1:  # a single z (torch.func differentiates one z at a time)
             return self.model.decode(z[None].to(self.device, self.dtype))[0].to("cpu", torch.float64)
         return self.model.decode(z.to(self.device, self.dtype)).to("cpu", torch.float64)
-
-    def encode(self, theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        m = self.encode_mean(theta)
-        return m, self.enc_std.expand_as(m)
-
-    def decode(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        m = self.decode_mean(z)
-        return m, self.dec_std.expand_as(m)
 
 
 def evaluate_user_latent(model: Any, *, settings: Mapping[str, Any], seed: int = 0, who: str = "model",
