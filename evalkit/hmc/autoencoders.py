@@ -184,6 +184,22 @@ def _batches(n: int, batch: int, steps: int, gen: torch.Generator):
         yield torch.randint(0, n, (batch,), generator=gen)
 
 
+def _fit(model: nn.Module, x: torch.Tensor, loss_of: Callable[[torch.Tensor], torch.Tensor], *, steps: int, batch: int,
+         lr: float, gen: torch.Generator) -> torch.Tensor:
+    """``steps`` Adam steps (cosine-annealed ``lr``) on ``loss_of(minibatch)``, minibatches of
+    ``x`` drawn with ``gen``; returns the last loss."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    loss = torch.tensor(float("nan"))
+    for idx in _batches(x.shape[0], batch, steps, gen):
+        loss = loss_of(x[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+    return loss
+
+
 def train_autoencoder(
     samples: torch.Tensor, *, latent_dim: int = 2, hidden: int = 64, steps: int = 3000, batch: int = 256,
     lr: float = 3e-3, seed: int = 0,
@@ -194,17 +210,8 @@ def train_autoencoder(
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = AutoEncoder(x.shape[1], latent_dim, hidden)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     t0 = time.perf_counter()
-    loss = torch.tensor(float("nan"))
-    for idx in _batches(x.shape[0], batch, steps, gen):
-        xb = x[idx]
-        loss = ((model.dec(model.enc(xb)) - xb) ** 2).sum(-1).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
+    loss = _fit(model, x, lambda xb: ((model.dec(model.enc(xb)) - xb) ** 2).sum(-1).mean(), steps=steps, batch=batch, lr=lr, gen=gen)
     with torch.no_grad():
         codes = model.enc(x)
         model.z_shift.copy_(codes.mean(0))
@@ -226,15 +233,7 @@ def train_vae(
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     model = VAE(x.shape[1], latent_dim, hidden)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     t0 = time.perf_counter()
-    loss = torch.tensor(float("nan"))
-    for idx in _batches(x.shape[0], batch, steps, gen):
-        loss = -model.elbo(x[idx], gen)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
+    loss = _fit(model, x, lambda xb: -model.elbo(xb, gen), steps=steps, batch=batch, lr=lr, gen=gen)
     wall = time.perf_counter() - t0
     return model.eval(), TrainReport("vae", wall, steps, int(x.shape[0]), float(loss.detach()), seed)
