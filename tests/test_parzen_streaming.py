@@ -218,3 +218,44 @@ def test_far_pieces_at_small_sigma_match_brute_force():
     for sig in DEFAULT_SIGMAS:
         res = stream(samples, [20, 100, 100], test, sigma=float(sig), sample_chunk=16).result()
         np.testing.assert_allclose(res.per_point, brute_force_ll(samples, test, float(sig)), rtol=0, atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- float32 distances
+def test_float32_distances_close_to_brute_force_on_mnist_sized_vectors():
+    """distance_dtype="float32" (the 10M column): the squared distances carry float32 rounding, so the
+    result is compared with the slow float64 reference within a tolerance, at D = 784 with sparse
+    [0, 1] images like MNIST's (the size where the rounding is largest)."""
+    rng = np.random.default_rng(3)
+
+    def digits(n):
+        return (rng.random((n, 784)) * (rng.random((n, 784)) < 0.2)).astype(np.float32)
+
+    samples, test, valid = digits(400), digits(30), digits(20)
+    f64 = stream(samples, [150, 250], test, valid, sample_chunk=128, test_chunk=16).result()
+    f32 = stream(samples, [150, 250], test, valid, sample_chunk=128, test_chunk=16, distance_dtype="float32").result()
+    assert f32.sigma == f64.sigma
+    ref = brute_force_ll(samples, test, f32.sigma)
+    np.testing.assert_allclose(f32.per_point, ref, rtol=0, atol=5e-3)
+    assert abs(f32.mean - ref.mean()) < 1e-3
+    np.testing.assert_allclose(f32.validation_curve, f64.validation_curve, rtol=0, atol=5e-3)
+    # and not bit-identical to float64 by construction: the option really changes the GEMM dtype
+    assert f64.per_point.dtype == f32.per_point.dtype == np.float64
+
+
+def test_float32_distances_with_far_pieces_and_sharding_merge(small):
+    """The float32 path keeps the running minimum/sums in float64: far pieces after near ones and the
+    sample order do not matter beyond float32 rounding."""
+    samples, test, valid = small
+    a = stream(samples, [300], test, valid, sample_chunk=64, distance_dtype="float32").result()
+    b = stream(samples[::-1].copy(), [300], test, valid, sample_chunk=50, distance_dtype="float32").result()
+    assert a.sigma == b.sigma
+    np.testing.assert_allclose(a.per_point, b.per_point, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(a.per_point, brute_force_ll(samples, test, a.sigma), rtol=0, atol=1e-4)
+
+
+def test_unknown_distance_dtype_rejected(small):
+    samples, test, valid = small
+    with pytest.raises(ValueError, match=r"distance_dtype must be one of \['float32', 'float64'\], got 'float16'"):
+        ParzenAccumulator(test, valid, distance_dtype="float16")
+    with pytest.raises(EvalkitError, match="distance_dtype must be 'float64' or 'float32', got 'half'"):
+        evaluate_parzen(object(), dataset="digits", protocol={**PROTOCOL, "distance_dtype": "half"}, seed=0)
