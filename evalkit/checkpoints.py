@@ -63,16 +63,20 @@ def config_hash(obj: Any) -> str:
 
 
 def run_dir(
-    cache_dir: Path, *, model: str, model_kwargs: dict, dataset: str, split: str, batch_size: int, seed: int, labels: Optional[str] = None
+    cache_dir: Path, *, model: str, model_kwargs: dict, dataset: str, split: str, batch_size: int, seed: int, labels: Optional[str] = None,
+    ddp: int = 0,
 ) -> Path:
     """Directory of one training run. The number of epochs is *not* part of the key: the
     training loop's schedules depend only on the epoch, so a longer run's snapshot at
     epoch E is the E-epoch model (see ``reference_models.training``). ``labels`` names the
     labels the model saw (``"none"``, ``"all"`` or a labelled subset's size and fingerprint);
-    None keeps the key of models whose training ignores labels."""
+    None keeps the key of models whose training ignores labels. ``ddp`` > 1: trained data-parallel
+    over that many processes (other random streams than one process: its own folder)."""
     key = {"model": model, "model_kwargs": model_kwargs, "dataset": dataset, "split": split, "batch_size": batch_size}
     if labels is not None:
         key["labels"] = labels
+    if ddp > 1:
+        key["ddp"] = int(ddp)
     from .paths import inside, safe_name
 
     name = f"{safe_name(model, what='model name')}-{safe_name(dataset, what='data set name')}-{config_hash(key)}"

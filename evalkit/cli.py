@@ -14,6 +14,7 @@ import click
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import __version__
+from .errors import EvalkitError
 from .cli_common import NON_NEGATIVE, POSITIVE, check_device, random_init_option, set_threads
 from .cli_common import friendly_errors as _friendly_errors
 
@@ -93,9 +94,12 @@ class _StoreUnion:
 @random_init_option
 @click.option("--label", default=None, help="Row label for --model in the report.")
 @click.option("--no-report", is_flag=True, help="Record results only; build the report later with `evalkit report`.")
+@click.option("--ddp", is_flag=True, help="Under torchrun: every process trains each cell's model together, data-parallel "
+              "(each takes batch/processes images of every batch; gradients averaged before each optimizer step). "
+              "Such cells are keyed and cached apart from single-process ones.")
 @_common_run_options
 @_friendly_errors
-def run(benchmark, rows, columns, user_model, checkpoint, random_init, label, no_report, seeds, seed, epochs, device, data_dir, cache_dir, results_dir, reports_dir, redo, no_progress, threads):
+def run(benchmark, rows, columns, user_model, checkpoint, random_init, label, no_report, ddp, seeds, seed, epochs, device, data_dir, cache_dir, results_dir, reports_dir, redo, no_progress, threads):
     """Run BENCHMARK (default: the offline demo; a suite runs each of its parts), record results, and write its report."""
     from .benchmarks import Row, Suite, load_spec
     from .report import write_report, write_suite_report
@@ -176,6 +180,13 @@ def run(benchmark, rows, columns, user_model, checkpoint, random_init, label, no
     # Under torchrun (WORLD_SIZE > 1): join the process group; cells are split across the ranks
     # and shardable cells run on all of them (evalkit.runner.run_distributed); rank 0 writes the report.
     rank, world = ekdist.init_from_env(device)
+    if ddp:
+        if world < 2:
+            raise EvalkitError(
+                "--ddp trains each model on several processes: start evalkit under torchrun, e.g. "
+                "`torchrun --standalone --nproc-per-node 2 -m evalkit run ... --ddp` (this is one process)"
+            )
+        opts.ddp = world
     log = click.echo if world == 1 else (lambda msg: click.echo(f"[rank {rank}/{world}] {msg}"))
     try:
         for bench, part_rows, part_cols in plan:

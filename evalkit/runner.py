@@ -10,6 +10,8 @@ measured is the protocol's business; training and the run-folder cache are
 """
 from __future__ import annotations
 
+import contextlib
+
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +51,7 @@ class RunOptions:
     results_dir: Path = Path("results")
     redo: bool = False
     progress: bool = True
+    ddp: int = 0  # > 1: every rank of the torchrun job trains each cell's model together (--ddp)
 
     def __post_init__(self) -> None:
         if self.epochs is not None and (not isinstance(self.epochs, int) or isinstance(self.epochs, bool) or self.epochs < 1):
@@ -59,10 +62,12 @@ class RunOptions:
     @property
     def run(self) -> RunSettings:
         """What the protocols need to know of these options."""
-        return RunSettings(device=self.device, data_dir=self.data_dir, cache_dir=self.cache_dir, progress=self.progress)
+        return RunSettings(device=self.device, data_dir=self.data_dir, cache_dir=self.cache_dir, progress=self.progress,
+                           ddp=self.ddp)
 
 
-def cell_config(bench: Benchmark, row: Row, column: Column, epochs: Optional[int], test_data: Optional[str] = None) -> dict:
+def cell_config(bench: Benchmark, row: Row, column: Column, epochs: Optional[int], test_data: Optional[str] = None,
+                ddp: int = 0) -> dict:
     """Everything that makes two results of one cell comparable, with its ``hash`` (part of the key).
 
     ``test_data``: fingerprint of the test images, for protocols whose test set is defined in
@@ -81,6 +86,8 @@ def cell_config(bench: Benchmark, row: Row, column: Column, epochs: Optional[int
         cfg["pipeline"] = {"name": row.pipeline, **row.pipeline_kwargs}
     if test_data is not None:
         cfg["test_data"] = test_data
+    if ddp > 1 and row.model and not row.user:  # trained data-parallel: other random streams, so another cell
+        cfg["ddp"] = {"processes": int(ddp)}
     return {"hash": config_hash(cfg), **cfg}
 
 
@@ -92,10 +99,11 @@ def cell_epochs(row: Row, column: Column, epochs: Optional[int]) -> Optional[int
     return int(epochs if epochs is not None else row.train_for(column.dataset).get("epochs", 10))
 
 
-def make_cell(bench: Benchmark, row: Row, column: Column, seed: int, epochs: Optional[int], test_data: Optional[str] = None) -> Cell:
+def make_cell(bench: Benchmark, row: Row, column: Column, seed: int, epochs: Optional[int], test_data: Optional[str] = None,
+              ddp: int = 0) -> Cell:
     """The :class:`~evalkit.protocols.Cell` of (row, column, seed) trained for ``epochs`` (already
     resolved by :func:`cell_epochs`), keyed as the result store keys it."""
-    cfg = cell_config(bench, row, column, epochs, test_data)
+    cfg = cell_config(bench, row, column, epochs, test_data, ddp)
     protocol = bench.protocol_for(column)
     return Cell(bench=bench, row=row, column=column, seed=seed, epochs=epochs, protocol=protocol,
                 settings=bench.settings_for(column), config=cfg, key=cell_key(bench.name, row.id, column.id, seed, cfg["hash"]))
@@ -141,7 +149,8 @@ def plan_cells(bench: Benchmark, rows: Optional[Sequence[str]], columns: Optiona
             if column.id in row.skip_columns or not protocol.applies_to(row, settings):
                 continue
             for seed in opts.seeds:
-                cells.append(make_cell(bench, row, column, seed, cell_epochs(row, column, opts.epochs), test_fps[column.dataset]))
+                cells.append(make_cell(bench, row, column, seed, cell_epochs(row, column, opts.epochs), test_fps[column.dataset],
+                                       opts.ddp))
     return cells
 
 
@@ -246,8 +255,9 @@ def run_distributed(
         for c in cells:
             if c.key not in set(todo_keys):
                 log(f"{c.tag} already in {store.path(bench.name)}, skipping")
-    shared = [c for c in todo if protocol.shardable(c.settings)]
-    whole = [c for c in todo if not protocol.shardable(c.settings)]
+    # --ddp: every cell is run by all ranks together (its model trains data-parallel over them)
+    shared = [c for c in todo if opts.ddp > 1 or protocol.shardable(c.settings)]
+    whole = [c for c in todo if c not in shared]
     new = []
     for cell in whole[rank::world]:
         lock = cell_lock(store.root, bench.name, cell.key, log=log)
@@ -274,13 +284,16 @@ def run_distributed(
                 if rank == 0:
                     log(f"{cell.tag} recorded in {store.path(bench.name)} by another evalkit process meanwhile, skipping")
                 continue
-            if rank == 0:
-                rec = run_cell(cell, opts, log)
-                store.append(rec)
-                new.append(rec)
-                _log_cell(bench, rec, log)
-            else:
-                get_protocol(bench.metric).run_cell(cell, opts.run, lambda _m: None)
+            # a cell shared only for its training evaluates on each rank alone (rank 0's record is kept)
+            alone = ekdist.local_only() if not protocol.shardable(cell.settings) else contextlib.nullcontext()
+            with alone:
+                if rank == 0:
+                    rec = run_cell(cell, opts, log)
+                    store.append(rec)
+                    new.append(rec)
+                    _log_cell(bench, rec, log)
+                else:
+                    get_protocol(bench.metric).run_cell(cell, opts.run, lambda _m: None)
         finally:
             if lock is not None:
                 lock.release()

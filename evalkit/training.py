@@ -9,6 +9,8 @@ one out. Nothing here knows about protocols, benchmarks or the result store.
 """
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from reference_models.training import (
 )
 
 from . import data as ekdata
+from . import distributed as ekdist
 from .checkpoints import LoadedModel, default_cache_dir, load_evalkit_checkpoint, run_dir
 from .devices import choose_device
 from .errors import EvalkitError
@@ -102,6 +105,7 @@ class TrainingRequest:
     split_set: Any = None
     extra_kwargs: Optional[dict] = None
     snapshot_every: int = 0
+    ddp: int = 0  # > 1: trained data-parallel over this many processes (its own run folder)
 
     def resolved(self, data_dir: Optional[str] = None) -> tuple[Any, str, dict, int]:
         """(training set, split as keyed, constructor arguments, batch size)."""
@@ -125,7 +129,7 @@ class TrainingRequest:
     def _run_dir(self, cache_dir: Optional[Path], split: str, kwargs: dict, batch_size: int) -> Path:
         return run_dir(
             Path(cache_dir) if cache_dir else default_cache_dir(), model=self.recipe.model, model_kwargs=kwargs,
-            dataset=self.dataset, split=split, batch_size=batch_size, seed=self.seed, labels=self.label_key,
+            dataset=self.dataset, split=split, batch_size=batch_size, seed=self.seed, labels=self.label_key, ddp=self.ddp,
         )
 
     def checkpoint(self, cache_dir: Optional[Path] = None, data_dir: Optional[str] = None) -> Path:
@@ -141,16 +145,30 @@ def train_or_reuse(
     device: Optional[str] = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    ddp: int = 0,
 ) -> Trained:
     """Carry out ``request``: reuse ``epoch_<epochs>.pt`` from its run folder when present (and a
     checkpoint of this very model and configuration); otherwise resume from the furthest earlier
     checkpoint (or start) and train to ``epochs``. One process at a time trains or reads a run
-    folder (a file lock); a second one waits and then reuses what the first wrote."""
+    folder (a file lock); a second one waits and then reuses what the first wrote.
+
+    ``ddp`` > 1 (a collective call on every rank of a torch.distributed group of that size):
+    the model trains data-parallel (:mod:`reference_models.ddp`) in a run folder of its own; rank 0
+    holds the lock, checks and writes the folder, and tells the other ranks whether to reuse or
+    to train with it."""
+    if ddp > 1:
+        rank, world = ekdist.group_world()
+        if world != ddp:
+            raise EvalkitError(f"--ddp: {ddp} processes requested but this process group has {world}; start evalkit under torchrun")
+        request = dataclasses.replace(request, ddp=ddp)
+    else:
+        rank = 0
     rq = request
     row, dataset, seed, epochs = rq.recipe, rq.dataset, rq.seed, rq.epochs
     train_set, split, kwargs, batch_size = rq.resolved(data_dir)
     rdir = rq._run_dir(cache_dir, split, kwargs, batch_size)
-    with file_lock(rdir / ".lock", what=f"training run of {row.id} on {dataset}, seed {seed}", log=log):
+    lock = file_lock(rdir / ".lock", what=f"training run of {row.id} on {dataset}, seed {seed}", log=log) if rank == 0 else contextlib.nullcontext()
+    with lock:
         target = rdir / f"epoch_{epochs}.pt"
         # The initial weights depend on the seed alone, not on what ran earlier in this process.
         seed_everything(seed)
@@ -159,27 +177,35 @@ def train_or_reuse(
         except (TypeError, ValueError) as e:
             raise EvalkitError(f"row {row.id!r}: model {row.model!r} rejected its arguments {sorted(kwargs)}: {e}") from None
         target_ck = None
-        if target.exists():  # reuse only a checkpoint of this very model and configuration (defaults included)
-            try:
-                target_ck = load_checkpoint(target)
-                why = checkpoint_mismatch(target_ck, model)
-            except Exception as e:
-                why = f"it cannot be read ({type(e).__name__})"
-            if why:
-                quarantine(target, f"not reusable for row {row.id!r}: {why}", log)
+        if rank == 0:  # with --ddp the other ranks never touch the folder
+            if target.exists():  # reuse only a checkpoint of this very model and configuration (defaults included)
+                try:
+                    target_ck = load_checkpoint(target)
+                    why = checkpoint_mismatch(target_ck, model)
+                except Exception as e:
+                    why = f"it cannot be read ({type(e).__name__})"
+                if why:
+                    quarantine(target, f"not reusable for row {row.id!r}: {why}", log)
+                    target_ck = None
+            if not target.exists():
+                last = rdir / "last.pt"
+                if last.exists() and latest_resumable(rdir, epochs) == last:
+                    ck = load_checkpoint(last)
+                    if ck["epoch"] == epochs and not checkpoint_mismatch(ck, model):  # finished but the snapshot was not kept
+                        shutil.copyfile(last, target)
+                        target_ck = ck
+        if ddp > 1:  # rank 0 looked at the folder (the others may not touch it): its answer for all
+            reuse = ekdist.broadcast(target.exists() if rank == 0 else None)
+            if rank != 0:
                 target_ck = None
-        if not target.exists():
-            last = rdir / "last.pt"
-            if last.exists() and latest_resumable(rdir, epochs) == last:
-                ck = load_checkpoint(last)
-                if ck["epoch"] == epochs and not checkpoint_mismatch(ck, model):  # finished but the snapshot was not kept
-                    shutil.copyfile(last, target)
-                    target_ck = ck
-        if target.exists():
+        else:
+            reuse = target.exists()
+        if reuse:
             loaded = load_evalkit_checkpoint(target, choose_device(device), checkpoint=target_ck)
             log(f"[{row.id}/{dataset}/seed {seed}] reusing {target}")
             return Trained(loaded, target, epochs, False, float(loaded.info["provenance"].get("wall_time_s", 0.0)))
-        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=device, snapshot_every=rq.snapshot_every, progress=progress)
+        cfg = TrainConfig(epochs=epochs, batch_size=batch_size, seed=seed, device=device, snapshot_every=rq.snapshot_every, progress=progress,
+                          ddp=ddp > 1)
         log(f"[{row.id}/{dataset}/seed {seed}] training {row.model} for {epochs} epochs -> {rdir}")
         y = np.asarray(train_set.labels) if rq.labels is None else rq.labels
         t0 = time.perf_counter()

@@ -58,10 +58,15 @@ class TrainConfig:
     num_threads: Optional[int] = None
     progress: bool = True
     drop_last: bool = True
+    # data-parallel over the torch.distributed ranks (reference_models.ddp): each rank takes
+    # batch_size / ranks images of every global batch; gradients averaged before each optimizer step
+    ddp: bool = False
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["snapshot_epochs"] = list(self.snapshot_epochs)
+        if not self.ddp:
+            d.pop("ddp")  # single-process checkpoints keep the layout of the recorded runs
         return d
 
 
@@ -365,6 +370,11 @@ def fit(
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     device = pick_device(config.device)
+    rank, n_ranks = 0, 1
+    if config.ddp:
+        from . import ddp as _ddp
+
+        rank, n_ranks = _ddp.require_world(min(config.batch_size, images.shape[0]))
     seed_everything(config.seed)
     model.to(device)
     optimizers = model.configure_optimizers()
@@ -373,8 +383,9 @@ def fit(
     say = log or (lambda s: tqdm.write(s))
 
     keep_last = False  # True: run_dir's last.pt belongs to a longer run; do not overwrite it
-    if run_dir is not None:
-        run_dir = Path(run_dir)
+    resumed_from: Optional[Path] = None
+    run_dir = Path(run_dir) if run_dir is not None else None
+    if run_dir is not None and rank == 0:  # with ddp, rank 0 alone reads/cleans the run folder
         run_dir.mkdir(parents=True, exist_ok=True)
         for p in remove_stale_temporaries(run_dir):
             say(f"removed {p.name}, a partial checkpoint left by an evalkit process that no longer runs")
@@ -395,8 +406,8 @@ def fit(
                     raise ValueError(f"not a checkpoint of this run's model: {why}")
                 model.load_state_dict(ck["state_dict"])
                 model.to(device)
-                for k, o in optimizers.items():
-                    o.load_state_dict(ck["optimizers"][k])
+                for key, o in optimizers.items():
+                    o.load_state_dict(ck["optimizers"][key])
                 state = TrainState(ck["epoch"], ck["step"], ck["provenance"].get("wall_time_s", 0.0), list(ck["history"]), list(ck.get("epoch_wall_s", [])), list(ck.get("epoch_cpu_s", [])))
             except Exception as e:  # truncated / damaged / not this model's: keep it aside, try the next one
                 quarantine(resume, f"cannot resume from it ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})", say)
@@ -408,7 +419,18 @@ def fit(
             if ck["rng"].get("cuda") is not None and torch.cuda.is_available():
                 torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
             say(f"resumed from {resume} at epoch {state.epoch}")
+            resumed_from = resume
             break
+    if n_ranks > 1:  # the other ranks resume from the checkpoint rank 0 chose
+        box = [str(resumed_from) if resumed_from is not None else None]
+        torch.distributed.broadcast_object_list(box, 0)
+        if rank != 0 and box[0] is not None:
+            ck = load_checkpoint(Path(box[0]))
+            model.load_state_dict(ck["state_dict"])
+            model.to(device)
+            for key, o in optimizers.items():
+                o.load_state_dict(ck["optimizers"][key])
+            state = TrainState(ck["epoch"], ck["step"], ck["provenance"].get("wall_time_s", 0.0), list(ck["history"]), list(ck.get("epoch_wall_s", [])), list(ck.get("epoch_cpu_s", [])))
 
     x_all = images.to(device)
     y_all = labels.to(device) if labels is not None else None
@@ -419,9 +441,14 @@ def fit(
         model.on_fit_start(x_all, y_all)
     if state.epoch == 0 and state.step == 0 and hasattr(model, "init_from_data"):
         model.init_from_data(x_all)
+    averager = None
+    if n_ranks > 1:
+        _ddp.broadcast_parameters(model)  # one starting point on every rank, as DDP does
+        averager = _ddp.GradientAverager(optimizers.values(), n_ranks)
+        extra["ddp"] = {"processes": n_ranks, "global_batch": bs}
 
     def save(name: str) -> None:
-        if run_dir is not None:
+        if run_dir is not None and rank == 0:
             atomic_save(_checkpoint(model, optimizers, state, config, device, extra), run_dir / name)
 
     snapshots = set(config.snapshot_epochs) | {config.epochs}
@@ -429,7 +456,7 @@ def fit(
     saved_epoch: Optional[int] = state.epoch if state.epoch > 0 else None  # newest epoch on disk in run_dir
     bar = tqdm(
         total=(config.epochs - state.epoch) * steps_per_epoch,
-        disable=not config.progress,
+        disable=not config.progress or rank != 0,
         desc=f"{type(model).__name__} seed {config.seed}",
         unit="step",
         dynamic_ncols=True,
@@ -440,26 +467,37 @@ def fit(
             t0, c0 = time.perf_counter(), time.process_time()
             if hasattr(model, "on_epoch_start"):
                 model.on_epoch_start(state.epoch, optimizers)
+            if rank > 0:  # rank 0 keeps the single-process random stream; the others' noise differs from it
+                torch.manual_seed(_ddp.rank_seed(config.seed, rank, state.epoch))
             # The permutation depends on (seed, epoch) only, so a resumed run sees the same batches.
             g = torch.Generator().manual_seed(config.seed * 1_000_003 + state.epoch)
             perm = torch.randperm(n, generator=g).to(device)
             sums: dict[str, Any] = {}  # Python floats, or float64 tensors on the device for tensor losses
             for b in range(steps_per_epoch):
                 idx = perm[b * bs : (b + 1) * bs]
+                if n_ranks > 1:
+                    idx = _ddp.shard(idx, rank, n_ranks)
                 # index_select copies the same rows as x_all[idx] without advanced indexing's overhead
                 losses = model.train_step(
                     x_all.index_select(0, idx), None if y_all is None else y_all.index_select(0, idx),
                     step=state.step, epoch=state.epoch, optimizers=optimizers,
                 )
                 state.step += 1
-                for k, v in losses.items():
-                    sums[k] = _add_loss(sums.get(k, 0.0), v)
+                if n_ranks > 1:
+                    _ddp.broadcast_buffers(model)
+                    if b == 0 and state.epoch == 0:
+                        _ddp.check_in_sync(model, "after the first step")
+                for name, v in losses.items():
+                    sums[name] = _add_loss(sums.get(name, 0.0), v)
                 bar.update(1)
                 if config.progress and b % 20 == 0:  # formatting a tensor loss waits for the device: every 20 steps only
-                    bar.set_postfix({k: f"{float(v):.3g}" for k, v in losses.items()}, refresh=False)
+                    bar.set_postfix({name: f"{float(v):.3g}" for name, v in losses.items()}, refresh=False)
             state.epoch += 1
             state.wall_time += time.perf_counter() - t0
-            means = {k: float(v) / steps_per_epoch for k, v in sums.items()}  # one device sync per epoch
+            if n_ranks > 1:
+                sums = _ddp.mean_over_ranks(sums, n_ranks, device)  # the losses of the global batches
+                _ddp.check_in_sync(model, f"after epoch {state.epoch}")
+            means = {name: float(v) / steps_per_epoch for name, v in sums.items()}  # one device sync per epoch
             if any(not math.isfinite(v) for v in means.values()):
                 raise FloatingPointError(f"training diverged at epoch {state.epoch}: losses {means}")
             state.history.append({"epoch": state.epoch, **means})
@@ -467,7 +505,8 @@ def fit(
             cpu_before = state.epoch_cpu_s[-1] if state.epoch_cpu_s else 0.0
             state.epoch_cpu_s.append(round(cpu_before + time.process_time() - c0, 3))
             if config.progress:
-                say(f"epoch {state.epoch}/{config.epochs} " + " ".join(f"{k}={v:.4g}" for k, v in means.items()))
+                if rank == 0:
+                    say(f"epoch {state.epoch}/{config.epochs} " + " ".join(f"{name}={v:.4g}" for name, v in means.items()))
             final = state.epoch >= config.epochs
             if not keep_last and (final or time.perf_counter() - last_save >= config.checkpoint_every_s):
                 save("last.pt")
@@ -485,9 +524,14 @@ def fit(
         else:
             say(f"interrupted during epoch {state.epoch + 1} (step {state.step}); epoch {saved_epoch} is saved in {run_dir}, and the next run resumes from it")
         raise
+    finally:
+        if averager is not None:
+            averager.remove()
     bar.close()
     if run_dir is not None and state.epoch == config.epochs and not (run_dir / f"epoch_{config.epochs}.pt").exists():
         save(f"epoch_{config.epochs}.pt")  # resumed at the target epoch (e.g. from last.pt): the snapshot callers read
+    if n_ranks > 1:
+        torch.distributed.barrier()  # rank 0's checkpoints are on disk before any rank returns
     model.eval()
     model.train_state_ = state
     return model

@@ -195,3 +195,63 @@ def test_torchrun_gives_the_records_of_one_process(tmp_path):
     # a second torchrun finds every cell recorded and writes nothing
     _torchrun(2, *common, "--results-dir", "two", "--cache-dir", "cache-two", cwd=tmp_path)
     assert len((tmp_path / "two" / "tiny.jsonl").read_text().splitlines()) == 4
+
+
+# ----------------------------------------------------------------------------- data-parallel training (--ddp)
+DDP_WORKER = ROOT / "tests" / "ddp_worker.py"
+DDP_TOL = 1e-6  # weights and per-epoch losses: the same sums grouped differently (measured gaps ~5e-8)
+
+
+def test_ddp_epochs_match_one_process(tmp_path):
+    """A deterministic model (contractive AE: no noise, no batch statistics), 2 epochs of batch 50 on
+    the digits: 2 processes taking 25 images of every batch, gradients averaged before each optimizer
+    step, follow one process to float rounding; rank 0 alone writes the run folder."""
+    r = subprocess.run([sys.executable, str(DDP_WORKER), "one.json", "contractive_ae", "2", "50", "run-one"], cwd=tmp_path,
+                       env=_env(), capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    _torchrun(2, str(DDP_WORKER), "two.json", "contractive_ae", "2", "50", "run-two", cwd=tmp_path)
+    one, two = (json.loads((tmp_path / f).read_text()) for f in ("one.json", "two.json"))
+    assert one["world"] == 1 and two["world"] == 2
+    assert [h["epoch"] for h in two["history"]] == [1, 2] and list(two["history"][0]) == list(one["history"][0])
+    for h1, h2 in zip(one["history"], two["history"]):
+        for k in h1:
+            assert h2[k] == pytest.approx(h1[k], rel=DDP_TOL, abs=1e-12), k
+    for k, v in one["params"].items():
+        np.testing.assert_allclose(np.array(two["params"][k]), np.array(v), rtol=0, atol=DDP_TOL, err_msg=k)
+    assert sorted(p.name for p in (tmp_path / "run-two").iterdir() if p.suffix == ".pt") == ["epoch_2.pt", "last.pt"]
+    ck = torch.load(tmp_path / "run-two" / "epoch_2.pt", weights_only=True)
+    assert ck["ddp"] == {"processes": 2, "global_batch": 50} and ck["train_config"]["ddp"] is True
+
+
+def test_torchrun_ddp_records_and_own_run_folder(tmp_path):
+    """`evalkit run --ddp` under torchrun: both ranks train the GAN row together (noise differs per rank,
+    so only 'trains, stays in sync, one record' is checked), in a run folder apart from one process's,
+    and the record's key says it was trained on 2 processes."""
+    spec = tmp_path / "tiny.toml"
+    spec.write_text(TINY)
+    common = ["-m", "evalkit", "run", str(spec), "--columns", "digits", "--no-report", "--no-progress", "--device", "cpu",
+              "--results-dir", "res", "--cache-dir", "cache"]
+    _torchrun(2, *common, "--ddp", cwd=tmp_path)
+    recs = [json.loads(x) for x in (tmp_path / "res" / "tiny.jsonl").read_text().splitlines()]
+    assert len(recs) == 1 and recs[0]["run_config"]["ddp"] == {"processes": 2} and np.isfinite(recs[0]["value"])
+    assert recs[0]["train"]["trained_now"] is True
+    # one process afterwards: another cell (another key), trained in another run folder
+    r = subprocess.run([sys.executable, *common], cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    recs = [json.loads(x) for x in (tmp_path / "res" / "tiny.jsonl").read_text().splitlines()]
+    assert len(recs) == 2 and recs[0]["key"] != recs[1]["key"] and "ddp" not in recs[1]["run_config"]
+    assert len(list((tmp_path / "cache" / "runs").iterdir())) == 2
+
+
+def test_ddp_needs_torchrun_and_a_divisible_batch(tmp_path, monkeypatch):
+    r = subprocess.run([sys.executable, "-m", "evalkit", "run", "--ddp", "--no-report"], cwd=tmp_path, env=_env(),
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0 and "--ddp trains each model on several processes: start evalkit under torchrun" in r.stderr
+    from reference_models import ddp
+
+    with pytest.raises(ValueError, match="start it under torchrun"):
+        ddp.require_world(100)
+    monkeypatch.setattr(ddp, "world", lambda: (0, 3))
+    with pytest.raises(ValueError, match="global batch size 100 is not divisible by the 3 processes"):
+        ddp.require_world(100)
+    assert ddp.shard(torch.arange(6), 1, 3).tolist() == [1, 4]

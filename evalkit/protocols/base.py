@@ -28,6 +28,7 @@ class RunSettings:
     data_dir: Optional[str] = None
     cache_dir: Any = None
     progress: bool = True
+    ddp: int = 0  # > 1: train data-parallel over this many torch.distributed processes (evalkit run --ddp)
 
 
 @dataclass(frozen=True)

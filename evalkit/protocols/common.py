@@ -22,7 +22,8 @@ def user_model(cell: Cell, run: RunSettings) -> LoadedModel:
 
 def train(request: TrainingRequest, run: RunSettings, log: Callable[[str], None]) -> Trained:
     """:func:`~evalkit.training.train_or_reuse` with the run's cache, data, device and progress."""
-    return train_or_reuse(request, cache_dir=run.cache_dir, data_dir=run.data_dir, device=run.device, progress=run.progress, log=log)
+    return train_or_reuse(request, cache_dir=run.cache_dir, data_dir=run.data_dir, device=run.device, progress=run.progress, log=log,
+                          ddp=run.ddp)
 
 
 def trained_info(tr: Trained, **extra: Any) -> dict:
