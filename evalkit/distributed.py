@@ -126,6 +126,17 @@ def all_gather_rows(t: torch.Tensor) -> torch.Tensor:
     return torch.cat(parts).to(t.device)
 
 
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` (a picklable value between evalkit's own processes), in rank order,
+    across :func:`rank_world`; ``[obj]`` for one rank."""
+    _, world = rank_world()
+    if world == 1:
+        return [obj]
+    parts: list[Any] = [None] * world
+    torch.distributed.all_gather_object(parts, obj)
+    return parts
+
+
 def broadcast(obj: Any, src: int = 0) -> Any:
     """``obj`` of rank ``src`` on every rank of the group (a picklable value)."""
     _, world = group_world()

@@ -48,6 +48,7 @@ from .devices import choose_device
 from .errors import EvalkitError
 from .feature_net import _FORMAT, ARCH_VERSION, DEFAULT_SPEC, FeatureNet, FeatureNetSpec, LeNet, feature_net_key
 from .metrics.sample_quality import (
+    frechet_distance,
     frechet_distance_from_features,
     kernel_inception_distance,
     mode_coverage,
@@ -65,6 +66,7 @@ __all__ = [
     "feature_net_key",
     "load_feature_net",
     "sample_quality",
+    "sample_quality_of_features",
 ]
 
 #: Said beside every FD / KID computed with evalkit's LeNet feature networks.
@@ -322,14 +324,42 @@ def sample_quality(
     t0 = time.perf_counter()
     fake_f, fake_p = feature_net._run(samples, batch_size, "samples")
     real_f = feature_net._run(real_images, batch_size, "real_images")[0]
+    return sample_quality_of_features(fake_f, fake_p, real_f, feature_net, seed=seed, kid_subsets=kid_subsets,
+                                      kid_subset_size=kid_subset_size, k=k, t0=t0)
+
+
+def sample_quality_of_features(
+    fake_f: np.ndarray,
+    fake_p: np.ndarray,
+    real_f: np.ndarray,
+    feature_net: FeatureNet,
+    *,
+    seed: int = 0,
+    kid_subsets: int = 100,
+    kid_subset_size: int = 1000,
+    k: int = 3,
+    fake_moments: Optional[tuple[np.ndarray, np.ndarray]] = None,
+    t0: Optional[float] = None,
+) -> dict:
+    """:func:`sample_quality` from features already computed: ``fake_f`` / ``fake_p`` the samples'
+    features and class probabilities, ``real_f`` the real images' features. ``fake_moments``
+    (mean, ``ddof=1`` covariance of the samples' features, e.g. merged across ranks by
+    :class:`evalkit.metrics.moments.FeatureMoments`) replaces the moments FD would otherwise take
+    from ``fake_f``."""
+    t0 = time.perf_counter() if t0 is None else t0
     for f, nm in ((fake_f, "samples"), (real_f, "real_images")):
         if f.shape[0] < k + 1:
             raise EvalkitError(f"{nm} has {f.shape[0]} images; sample-quality metrics need at least k + 1 = {k + 1}")
     kid = kernel_inception_distance(real_f, fake_f, subsets=kid_subsets, subset_size=kid_subset_size, seed=seed)
     pr = precision_recall(real_f, fake_f, k=k)
     mc = mode_coverage(fake_p, feature_net.n_classes)
+    if fake_moments is None:
+        fd = frechet_distance_from_features(real_f, fake_f)
+    else:
+        real = np.asarray(real_f, dtype=np.float64)
+        fd = frechet_distance(real.mean(0), np.atleast_2d(np.cov(real, rowvar=False)), fake_moments[0], fake_moments[1])
     return {
-        "fd": frechet_distance_from_features(real_f, fake_f),
+        "fd": fd,
         "kid_mean": kid.mean, "kid_std": kid.std, "kid_subsets": kid.subsets, "kid_subset_size": kid.subset_size,
         "precision": pr.precision, "recall": pr.recall, "k": pr.k,
         "modes_covered": mc.n_covered, "n_classes": mc.n_classes, "mode_counts": [int(c) for c in mc.counts],

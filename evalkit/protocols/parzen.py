@@ -71,8 +71,10 @@ def evaluate_parzen(
     progress: bool = True,
     who: str = "model",
     samples: Optional[torch.Tensor] = None,
+    on_block: Optional[Callable[[int, torch.Tensor], None]] = None,
 ) -> Measurement:
     """The Parzen protocol on one model (or on given ``samples``); ``protocol`` over :data:`DEFAULTS`.
+    ``on_block`` (``sample_stream = "blocks"`` only): called with each seed block this process draws.
 
     The model's samples are streamed: drawn chunk by chunk (:func:`evalkit.evaluation.iter_sample_chunks`,
     the same calls and random stream as :func:`~evalkit.evaluation.draw_samples`), each chunk checked
@@ -98,7 +100,7 @@ def evaluate_parzen(
         raise EvalkitError(f"distance_dtype must be 'float64' or 'float32', got {p['distance_dtype']!r}")
     if p["sample_stream"] == "blocks" and samples is None:
         return _evaluate_blocks(model, p, seed=seed, dataset=dataset, test=test, valid=valid, sigmas=sigmas, device=device,
-                                dev=dev, progress=progress, who=who)
+                                dev=dev, progress=progress, who=who, on_block=on_block)
     acc = ParzenAccumulator(test.tensor(), validation=valid.tensor(), sigmas=sigmas, device=device, distributed=False,
                             distance_dtype=p["distance_dtype"])
     batch = ev.SAMPLE_BATCH  # per call, as draw_samples: the random stream of the recorded results
@@ -146,13 +148,16 @@ def evaluate_parzen(
 
 
 def _evaluate_blocks(model: Any, p: Mapping[str, Any], *, seed: int, dataset: str, test: Any, valid: Any, sigmas: np.ndarray,
-                     device: Optional[str], dev: torch.device, progress: bool, who: str) -> Measurement:
+                     device: Optional[str], dev: torch.device, progress: bool, who: str,
+                     on_block: Optional[Callable[[int, torch.Tensor], None]] = None) -> Measurement:
     """The Parzen protocol on a block-seeded stream (``sample_stream = "blocks"``), sharded across
     the ranks of :func:`evalkit.distributed.rank_world`: each rank draws its seed blocks
     (:func:`evalkit.evaluation.iter_seed_blocks`), folds each into its
     :class:`~evalkit.metrics.parzen.ParzenAccumulator` and drops it; ``result()`` merges the
     ranks (MIN/SUM ``all_reduce``). Memory: the evaluation points, the accumulator's state and
-    one block. Every rank returns the same measurement (previews only on rank 0, which holds block 0)."""
+    one block. Every rank returns the same measurement (previews only on rank 0, which holds block 0).
+    ``on_block(b, samples)`` is called with each checked block this rank draws (e.g. the
+    sample-quality protocol's feature extraction), before the block is dropped."""
     from tqdm.auto import tqdm
 
     from ..metrics.parzen import ParzenAccumulator
@@ -182,6 +187,8 @@ def _evaluate_blocks(model: Any, p: Mapping[str, Any], *, seed: int, dataset: st
             ev.check_samples(chunk, test.image_shape, who)
             if b == 0:
                 preview.append(chunk[:100].clone())
+            if on_block is not None:
+                on_block(b, chunk)
             try:
                 acc.add(chunk)
             except ValueError as exc:

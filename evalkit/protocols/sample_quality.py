@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping, Optional
 import torch
 
 from .. import data as ekdata
+from .. import distributed as ekdist
 from ..devices import choose_device
 from ..errors import EvalkitError
 from ..evaluation import draw_samples
@@ -42,10 +43,13 @@ def evaluate_sample_quality(
     """The Parzen protocol and FD / KID / precision / recall / mode coverage of one set of samples
     (``protocol`` over :data:`DEFAULTS`). The feature network is built once and cached when missing.
     ``samples`` replaces the model's samples (the real-data calibration row: held-out images)."""
-    from ..features import load_feature_net, sample_quality
+    from ..features import sample_quality
 
     p = {**DEFAULTS, **protocol}
     n = int(p["n_samples"])
+    if p["sample_stream"] == "blocks" and samples is None:
+        return _evaluate_blocks(model, p, dataset=dataset, seed=seed, data_dir=data_dir, device=device, progress=progress,
+                                who=who, cache_dir=cache_dir, log=log)
     if samples is None:
         t0 = time.perf_counter()
         samples = draw_samples(model, n, seed=int(p["sample_seed"]) + seed, device=choose_device(device, model=model), progress=progress)
@@ -55,15 +59,68 @@ def evaluate_sample_quality(
     m = evaluate_parzen(None, dataset=dataset, protocol=p, seed=seed, data_dir=data_dir, device=device, progress=progress, who=who, samples=samples)
     m.timings["sample_s"] = t_sample
     test = ekdata.load(dataset, p["test_split"], data_dir=data_dir)
-    try:
-        net = load_feature_net(dataset, cache_dir, data_dir, device=device, progress=progress)
-    except EvalkitError:
-        log(f"no cached feature network for {dataset}: building it once (evalkit features build {dataset})")
-        net = load_feature_net(dataset, cache_dir, data_dir, build_if_missing=True, device=device, progress=progress)
+    net = _feature_net(dataset, cache_dir, data_dir, device, progress, log)
     q = sample_quality(
         samples, test.tensor(), net, seed=seed,
         kid_subsets=int(p["kid_subsets"]), kid_subset_size=int(p["kid_subset_size"]), k=int(p["pr_k"]),
     )
+    m.timings["features_s"] = q.pop("seconds", None)
+    q["mode_counts"] = list(q.get("mode_counts", []))
+    m.details.update(q)
+    m.details["parzen_ll"] = m.value
+    return m
+
+
+def _feature_net(dataset: str, cache_dir: Any, data_dir: Optional[str], device: Optional[str], progress: bool,
+                 log: Callable[[str], None]) -> Any:
+    """The data set's feature network, built once (and cached) when missing."""
+    from ..features import load_feature_net
+
+    try:
+        return load_feature_net(dataset, cache_dir, data_dir, device=device, progress=progress)
+    except EvalkitError:
+        log(f"no cached feature network for {dataset}: building it once (evalkit features build {dataset})")
+        return load_feature_net(dataset, cache_dir, data_dir, build_if_missing=True, device=device, progress=progress)
+
+
+def _evaluate_blocks(model: Any, p: Mapping[str, Any], *, dataset: str, seed: int, data_dir: Optional[str], device: Optional[str],
+                     progress: bool, who: str, cache_dir: Any, log: Callable[[str], None]) -> Measurement:
+    """``sample_stream = "blocks"``: the samples are drawn in seed blocks, sharded across the ranks
+    of :func:`evalkit.distributed.rank_world` (each rank draws its blocks once). Each block feeds
+    the Parzen accumulator (:func:`evalkit.protocols.parzen.evaluate_parzen`) and the feature
+    network, then is dropped: FD takes the samples' mean and covariance from float64 sums merged
+    with ``all_reduce`` (:class:`~evalkit.metrics.moments.FeatureMoments`); KID, precision/recall
+    and the mode counts need every sample's features, which are gathered and put back in block
+    order, so the result does not depend on the number of ranks (up to rounding)."""
+    from ..features import sample_quality_of_features
+    from ..metrics.moments import FeatureMoments
+
+    net = _feature_net(dataset, cache_dir, data_dir, device, progress, log)
+    moments = FeatureMoments(net.feature_dim)
+    mine: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+    t_feat = 0.0
+
+    def on_block(b: int, x: torch.Tensor) -> None:
+        nonlocal t_feat
+        t0 = time.perf_counter()
+        f, pr = net._run(x, 500, "samples")
+        moments.add(f)
+        mine.append((b, torch.from_numpy(f), torch.from_numpy(pr)))
+        t_feat += time.perf_counter() - t0
+
+    m = evaluate_parzen(model, dataset=dataset, protocol=p, seed=seed, data_dir=data_dir, device=device, progress=progress,
+                        who=who, on_block=on_block)
+    t0 = time.perf_counter()
+    mu, cov = moments.merge_ranks().mean_cov()
+    parts = ekdist.all_gather_object(mine)
+    blocks = sorted((b, f, pr) for rank_part in parts for b, f, pr in rank_part)
+    fake_f = torch.cat([f for _, f, _ in blocks]).numpy()
+    fake_p = torch.cat([pr for _, _, pr in blocks]).numpy()
+    test = ekdata.load(dataset, p["test_split"], data_dir=data_dir)
+    real_f = net._run(test.tensor(), 500, "real_images")[0]
+    q = sample_quality_of_features(fake_f, fake_p, real_f, net, seed=seed, kid_subsets=int(p["kid_subsets"]),
+                                   kid_subset_size=int(p["kid_subset_size"]), k=int(p["pr_k"]), fake_moments=(mu, cov))
+    q["seconds"] = t_feat + time.perf_counter() - t0
     m.timings["features_s"] = q.pop("seconds", None)
     q["mode_counts"] = list(q.get("mode_counts", []))
     m.details.update(q)
@@ -112,5 +169,5 @@ SAMPLE_QUALITY = register(Protocol(
     name="sample-quality", defaults=DEFAULTS, run_cell=run_cell, training=lambda cell, run: model_training(cell, run),
     pipelines=("model", "real-data"), deviation_notes=sample_notes, details=DETAILS, provenance_text=sample_provenance,
     eval_timing="parzen_s", figures=("samples", "embedding", "style", "curve"), previews=("sample", "embed", "style"),
-    curve_label="value",
+    curve_label="value", shardable=lambda settings: settings.get("sample_stream") == "blocks",
 ))
