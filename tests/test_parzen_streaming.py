@@ -259,3 +259,13 @@ def test_unknown_distance_dtype_rejected(small):
         ParzenAccumulator(test, valid, distance_dtype="float16")
     with pytest.raises(EvalkitError, match="distance_dtype must be 'float64' or 'float32', got 'half'"):
         evaluate_parzen(object(), dataset="digits", protocol={**PROTOCOL, "distance_dtype": "half"}, seed=0)
+
+
+def test_provenance_of_a_streamed_cell_names_its_cost():
+    from evalkit.protocols.parzen import sample_provenance
+
+    d = {"sigma": 0.2, "n_samples": 10_000_000, "wall_s": 120.0, "ranks": 2, "peak_rss_mb": 900.4, "distance_dtype": "float32"}
+    text = sample_provenance({"value": 301.234, "pm": 1.5, "details": d})
+    assert text == ("301.23 ± 1.50 (sigma 0.2, 10000000 samples; evaluation 2.0 min on 2 processes, peak memory 900 MiB, "
+                    "float32 distances)")
+    assert sample_provenance({"value": 1.0, "pm": 0.5, "details": {"sigma": 0.2, "n_samples": 10}}) == "1.00 ± 0.50 (sigma 0.2, 10 samples)"

@@ -248,7 +248,12 @@ def sample_provenance(entry: Mapping[str, Any]) -> str:
     d = entry.get("details") or {}
     if d.get("sigma") is None:
         return f"{entry['value']:.4g}"
-    return f"{entry['value']:.2f} ± {entry['pm']:.2f} (sigma {d['sigma']:.4g}, {d.get('n_samples')} samples)"
+    text = f"{entry['value']:.2f} ± {entry['pm']:.2f} (sigma {d['sigma']:.4g}, {d.get('n_samples')} samples"
+    if d.get("wall_s") is not None:  # a streamed (seed-block) cell records its cost
+        ranks = int(d.get("ranks") or 1)
+        text += (f"; evaluation {d['wall_s'] / 60:.1f} min on {ranks} process{'es' if ranks > 1 else ''}, "
+                 f"peak memory {d.get('peak_rss_mb', 0):.0f} MiB, {d.get('distance_dtype', 'float64')} distances")
+    return text + ")"
 
 
 PARZEN = register(Protocol(
