@@ -269,3 +269,62 @@ def test_provenance_of_a_streamed_cell_names_its_cost():
     assert text == ("301.23 ± 1.50 (sigma 0.2, 10000000 samples; evaluation 2.0 min on 2 processes, peak memory 900 MiB, "
                     "float32 distances)")
     assert sample_provenance({"value": 1.0, "pm": 0.5, "details": {"sigma": 0.2, "n_samples": 10}}) == "1.00 ± 0.50 (sigma 0.2, 10 samples)"
+
+
+# ----------------------------------------------------------------------------- interrupted streams
+class _Blobs:
+    """8x8 smooth random images from the seeded generator (a deterministic toy sampler)."""
+
+    def __init__(self, stop_at_call: int = 0):
+        self.calls, self.stop_at_call = 0, stop_at_call
+
+    def sample(self, n, *, generator):
+        self.calls += 1
+        if self.calls == self.stop_at_call:
+            raise KeyboardInterrupt  # as Ctrl-C (or a killed job) would, in the middle of the stream
+        z = torch.rand(n, 1, 4, 4, generator=generator)
+        return torch.nn.functional.interpolate(z, size=(8, 8), mode="bilinear", align_corners=False).clamp(0, 1)
+
+
+BLOCKS = {"n_samples": 2000, "seed_block": 300, "sample_stream": "blocks", "valid_limit": 0, "sigma_grid": [-1.0, 0.0, 5]}
+
+
+def test_interrupted_stream_resumes_where_it_stopped(tmp_path):
+    from evalkit.protocols.parzen import Resume
+
+    ref = evaluate_parzen(_Blobs(), dataset="digits", protocol=BLOCKS, seed=0, device="cpu", progress=False)
+    said: list[str] = []
+    res = Resume(path=tmp_path / "streams" / "rank0of1.pt", identity="cell A", every_s=0.0, log=said.append)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_parzen(_Blobs(stop_at_call=5), dataset="digits", protocol=BLOCKS, seed=0, device="cpu", progress=False, resume=res)
+    assert torch.load(res.path, weights_only=True)["blocks_done"] == 4  # saved after each of the 4 blocks folded
+    model = _Blobs()
+    again = evaluate_parzen(model, dataset="digits", protocol=BLOCKS, seed=0, device="cpu", progress=False, resume=res)
+    assert model.calls == 3  # only blocks 4, 5, 6 of 7 were drawn
+    assert any("resuming the streamed Parzen evaluation after 4 of 7 seed blocks" in m for m in said)
+    # the same pieces in the same order: equal up to (no) rounding; compared with a tolerance all the same
+    assert again.value == pytest.approx(ref.value, abs=1e-10) and again.pm == pytest.approx(ref.pm, abs=1e-10)
+    assert again.details["sigma"] == ref.details["sigma"] and again.details["n_samples"] == 2000
+    assert np.array_equal(again.samples, ref.samples)  # the preview (block 0) came back from the saved state
+    assert not res.path.exists()  # done: the state is removed
+
+
+def test_foreign_or_damaged_stream_state_is_set_aside(tmp_path):
+    from evalkit.protocols.parzen import Resume
+
+    ref = evaluate_parzen(_Blobs(), dataset="digits", protocol=BLOCKS, seed=0, device="cpu", progress=False)
+    path = tmp_path / "rank0of1.pt"
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_parzen(_Blobs(stop_at_call=3), dataset="digits", protocol=BLOCKS, seed=0, device="cpu", progress=False,
+                        resume=Resume(path=path, identity="cell A", every_s=0.0, log=lambda m: None))
+    said: list[str] = []
+    other = evaluate_parzen(_Blobs(), dataset="digits", protocol=BLOCKS, seed=0, device="cpu", progress=False,
+                            resume=Resume(path=path, identity="cell B", every_s=0.0, log=said.append))
+    assert other.value == pytest.approx(ref.value, abs=1e-10)
+    assert any("belongs to another cell" in m and "starting the evaluation afresh" in m for m in said)
+    assert len(list(tmp_path.glob("rank0of1.pt.bad-*"))) == 1
+    path.write_bytes(b"not a torch file")
+    said.clear()
+    evaluate_parzen(_Blobs(), dataset="digits", protocol=BLOCKS, seed=0, device="cpu", progress=False,
+                    resume=Resume(path=path, identity="cell B", every_s=0.0, log=said.append))
+    assert any("cannot resume from" in m for m in said) and not path.exists()

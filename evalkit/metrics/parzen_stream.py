@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -222,6 +222,59 @@ class ParzenAccumulator:
                     continue
                 for q, qq, run_min, sums in qs.blocks:
                     _accumulate_piece(q, qq, mu, run_min, sums, self._coef, self._coef_t, self.test_chunk_, self._work)
+
+    # -- interruption ---------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The streaming state (tensors on the CPU and plain values; loadable with
+        ``torch.load(..., weights_only=True)``): what :meth:`load_state_dict` needs to continue
+        exactly where this accumulator stands, so an interrupted stream resumes with the same
+        arithmetic (same pieces, same order) as an uninterrupted one."""
+        if self._result is not None:
+            raise ValueError("ParzenAccumulator.result() was already called; its state is gone")
+        pending = torch.cat([p.cpu() for p in self._pending]) if self._pending else None
+
+        def blocks(qs: Optional[_QuerySet]) -> list[list[torch.Tensor]]:
+            return [] if qs is None else [[rm.cpu(), sums.cpu()] for _, _, rm, sums in qs.blocks]
+
+        return {
+            "format": "evalkit-parzen-stream/1", "sigmas": torch.as_tensor(self.sigmas), "dim": self.dim_,
+            "n_test": self.n_test_, "test_chunk": self.test_chunk_, "sample_chunk": self.sample_chunk_,
+            "distance_dtype": self.distance_dtype, "rank": self._rank, "world": self._world, "merge_world": self._merge_world,
+            "n_samples": self.n_samples_, "pieces": self._pieces, "pending": pending, "seconds": self._seconds,
+            "valid": blocks(self._valid), "test": blocks(self._test),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> "ParzenAccumulator":
+        """Continue from :meth:`state_dict` of an accumulator built with the same arguments
+        (points, sigmas, chunk sizes, dtype, ranks); raises ValueError naming what differs."""
+        if self.n_samples_ or self._pieces or self._pending:
+            raise ValueError("load_state_dict needs a fresh accumulator (samples were already added)")
+        want = {"format": "evalkit-parzen-stream/1", "dim": self.dim_, "n_test": self.n_test_, "test_chunk": self.test_chunk_,
+                "sample_chunk": self.sample_chunk_, "distance_dtype": self.distance_dtype, "rank": self._rank,
+                "world": self._world, "merge_world": self._merge_world}
+        for k, v in want.items():
+            if state.get(k) != v:
+                raise ValueError(f"saved Parzen stream state does not fit this accumulator: {k} = {state.get(k)!r}, expected {v!r}")
+        if not np.array_equal(np.asarray(state["sigmas"]), self.sigmas):
+            raise ValueError("saved Parzen stream state does not fit this accumulator: another sigma grid")
+        pairs = []
+        for name, qs in (("valid", self._valid), ("test", self._test)):
+            saved = state[name]
+            mine = [] if qs is None else qs.blocks
+            if len(saved) != len(mine) or any(tuple(r.shape) != tuple(rm.shape) or tuple(s_.shape) != tuple(sm.shape)
+                                              for (r, s_), (_, _, rm, sm) in zip(saved, mine)):
+                raise ValueError(f"saved Parzen stream state does not fit this accumulator: other {name} points")
+            pairs += [(r, rm) for (r, _), (_, _, rm, _) in zip(saved, mine)] + [(s_, sm) for (_, s_), (_, _, _, sm) in zip(saved, mine)]
+        for src, dst in pairs:  # everything checked first: a misfit leaves the accumulator untouched
+            dst.copy_(src)
+        pending = state["pending"]
+        self._pending = [pending.clone()] if pending is not None else []
+        self._pending_rows = 0 if pending is None else int(pending.shape[0])
+        self._pieces = int(state["pieces"])
+        self.n_samples_ = int(state["n_samples"])
+        self._seconds = float(state["seconds"])
+        return self
 
     # -- results -------------------------------------------------------------
 

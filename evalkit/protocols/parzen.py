@@ -10,7 +10,10 @@ job (:data:`PARZEN`'s ``shardable``): see :func:`_evaluate_blocks`.
 """
 from __future__ import annotations
 
+import os
 import time
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
@@ -44,6 +47,9 @@ DEFAULTS = {
     "distance_dtype": "float64",
 }
 
+# version of the saved interruption state (_evaluate_blocks); a state of another version is set aside
+STREAM_FORMAT = "parzen-stream/1"
+
 DETAILS = {
     "sigma": "the chosen window width",
     "sigmas": "the grid it was chosen from",
@@ -72,9 +78,11 @@ def evaluate_parzen(
     who: str = "model",
     samples: Optional[torch.Tensor] = None,
     on_block: Optional[Callable[[int, torch.Tensor], None]] = None,
+    resume: Optional[Resume] = None,
 ) -> Measurement:
     """The Parzen protocol on one model (or on given ``samples``); ``protocol`` over :data:`DEFAULTS`.
     ``on_block`` (``sample_stream = "blocks"`` only): called with each seed block this process draws.
+    ``resume`` (``sample_stream = "blocks"`` only): where an interrupted evaluation keeps its state.
 
     The model's samples are streamed: drawn chunk by chunk (:func:`evalkit.evaluation.iter_sample_chunks`,
     the same calls and random stream as :func:`~evalkit.evaluation.draw_samples`), each chunk checked
@@ -100,7 +108,7 @@ def evaluate_parzen(
         raise EvalkitError(f"distance_dtype must be 'float64' or 'float32', got {p['distance_dtype']!r}")
     if p["sample_stream"] == "blocks" and samples is None:
         return _evaluate_blocks(model, p, seed=seed, dataset=dataset, test=test, valid=valid, sigmas=sigmas, device=device,
-                                dev=dev, progress=progress, who=who, on_block=on_block)
+                                dev=dev, progress=progress, who=who, on_block=on_block, resume=resume)
     acc = ParzenAccumulator(test.tensor(), validation=valid.tensor(), sigmas=sigmas, device=device, distributed=False,
                             distance_dtype=p["distance_dtype"])
     batch = ev.SAMPLE_BATCH  # per call, as draw_samples: the random stream of the recorded results
@@ -147,9 +155,50 @@ def evaluate_parzen(
     )
 
 
+@dataclass
+class Resume:
+    """Where one rank of a streamed Parzen cell keeps its interruption state (see
+    :func:`_evaluate_blocks`): ``path``, the ``identity`` a saved state must carry (cell key,
+    checkpoint, rank and world), and how often it is saved."""
+
+    path: Path
+    identity: str
+    every_s: float = 300.0
+    log: Callable[[str], None] = print
+
+    def load(self, n_mine: int) -> Optional[dict]:
+        if not self.path.exists():
+            return None
+        try:
+            saved = torch.load(self.path, map_location="cpu", weights_only=True)
+            if saved.get("identity") != self.identity:
+                raise ValueError("it belongs to another cell, checkpoint or process layout")
+            if not 0 <= int(saved["blocks_done"]) < n_mine:
+                raise ValueError(f"blocks_done = {saved['blocks_done']} outside 0..{n_mine - 1}")
+            return saved
+        except Exception as exc:  # unreadable or foreign: keep it aside, start afresh
+            self.set_aside(f"{type(exc).__name__}: {str(exc)[:200]}")
+            return None
+
+    def set_aside(self, why: str) -> None:
+        bad = self.path.with_name(f"{self.path.name}.bad-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(self.path, bad)
+        self.log(f"cannot resume from {self.path} ({why}); moved it to {bad.name} and starting the evaluation afresh")
+
+    def save(self, state: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        torch.save({**state, "identity": self.identity}, tmp)
+        os.replace(tmp, self.path)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
 def _evaluate_blocks(model: Any, p: Mapping[str, Any], *, seed: int, dataset: str, test: Any, valid: Any, sigmas: np.ndarray,
                      device: Optional[str], dev: torch.device, progress: bool, who: str,
-                     on_block: Optional[Callable[[int, torch.Tensor], None]] = None) -> Measurement:
+                     on_block: Optional[Callable[[int, torch.Tensor], None]] = None,
+                     resume: Optional[Resume] = None) -> Measurement:
     """The Parzen protocol on a block-seeded stream (``sample_stream = "blocks"``), sharded across
     the ranks of :func:`evalkit.distributed.rank_world`: each rank draws its seed blocks
     (:func:`evalkit.evaluation.iter_seed_blocks`), folds each into its
@@ -157,7 +206,12 @@ def _evaluate_blocks(model: Any, p: Mapping[str, Any], *, seed: int, dataset: st
     ranks (MIN/SUM ``all_reduce``). Memory: the evaluation points, the accumulator's state and
     one block. Every rank returns the same measurement (previews only on rank 0, which holds block 0).
     ``on_block(b, samples)`` is called with each checked block this rank draws (e.g. the
-    sample-quality protocol's feature extraction), before the block is dropped."""
+    sample-quality protocol's feature extraction), before the block is dropped.
+
+    ``resume`` (Parzen cells of the runner; not with ``on_block``): this rank's state is saved to
+    ``resume.path`` every ``resume.every_s`` seconds (accumulator, blocks done, preview, times), an
+    interrupted evaluation continues from it with the same arithmetic, and the file is removed
+    once the result is computed. A state file of another cell, model or rank is set aside."""
     from tqdm.auto import tqdm
 
     from ..metrics.parzen import ParzenAccumulator
@@ -170,13 +224,34 @@ def _evaluate_blocks(model: Any, p: Mapping[str, Any], *, seed: int, dataset: st
     n_blocks = -(-n // block)
     mine = ekdist.my_blocks(n_blocks, rank, world)
     mine_n = sum(min(block, n - b * block) for b in mine)
-    acc = ParzenAccumulator(test.tensor(), validation=valid.tensor(), sigmas=sigmas, device=device, merge=True,
-                            distance_dtype=p["distance_dtype"])
-    chunks = ev.iter_seed_blocks(model, n, seed=int(p["sample_seed"]) + seed, device=dev, blocks=mine, block=block, who=who)
+    def fresh() -> Any:
+        return ParzenAccumulator(test.tensor(), validation=valid.tensor(), sigmas=sigmas, device=device, merge=True,
+                                 distance_dtype=p["distance_dtype"])
+
+    acc = fresh()
     preview: list[torch.Tensor] = []
     t_sample = 0.0
+    done, wall_before = 0, 0.0
+    if resume is not None and on_block is None:
+        saved = resume.load(len(mine))
+        if saved is not None:
+            try:
+                acc.load_state_dict(saved["acc"])
+            except ValueError as exc:
+                resume.set_aside(str(exc))
+                acc = fresh()
+            else:
+                done, wall_before, t_sample = int(saved["blocks_done"]), float(saved["wall_s"]), float(saved["sample_s"])
+                preview = [saved["preview"]] if saved.get("preview") is not None else []
+                resume.log(f"{who}: resuming the streamed Parzen evaluation after {done} of {len(mine)} seed blocks ({resume.path})")
+    else:
+        resume = None
+    mine_list = list(mine)
+    chunks = ev.iter_seed_blocks(model, n, seed=int(p["sample_seed"]) + seed, device=dev, blocks=mine_list[done:], block=block, who=who)
     desc = "parzen" if world == 1 else f"parzen rank {rank}/{world}"
-    with tqdm(total=mine_n, disable=not progress, desc=desc, unit="img", unit_scale=True, smoothing=0.05) as bar:
+    last_save = time.perf_counter()
+    with tqdm(total=mine_n, initial=sum(min(block, n - b * block) for b in mine_list[:done]), disable=not progress, desc=desc,
+              unit="img", unit_scale=True, smoothing=0.05) as bar:
         while True:
             t0 = time.perf_counter()
             item = next(chunks, None)
@@ -195,13 +270,21 @@ def _evaluate_blocks(model: Any, p: Mapping[str, Any], *, seed: int, dataset: st
                 raise EvalkitError(f"{who}: {exc}") from exc
             bar.update(chunk.shape[0])
             del chunk, item
+            done += 1
+            if resume is not None and done < len(mine_list) and time.perf_counter() - last_save >= resume.every_s:
+                resume.save({"acc": acc.state_dict(), "blocks_done": done, "sample_s": t_sample,
+                             "wall_s": wall_before + time.perf_counter() - t_wall,
+                             "preview": torch.cat(preview) if preview else None})
+                last_save = time.perf_counter()
     res = acc.result()  # collective with more than one rank
+    if resume is not None:
+        resume.clear()
     stats = torch.tensor([ekdist.peak_rss_mb(), t_sample, float(res.seconds)], dtype=torch.float64,
                          device=acc.device_ if world > 1 else "cpu")
     ekdist.all_reduce_(stats, "max")
     d = res.to_dict()
     d.pop("per_point", None)
-    wall = time.perf_counter() - t_wall
+    wall = wall_before + time.perf_counter() - t_wall
     details = {**d, "sigma": float(res.sigma), "n_valid": len(valid), "n_test": len(test), "sample_stream": "blocks",
                "distance_dtype": p["distance_dtype"], "ranks": world, "wall_s": wall, "peak_rss_mb": round(float(stats[0]), 1)}
     return Measurement(
@@ -221,8 +304,22 @@ def run_cell(cell: Cell, run: RunSettings, log: Callable[[str], None]) -> CellRe
         m = figure_only(cell)
     else:
         m = evaluate_parzen(model, dataset=cell.column.dataset, protocol=cell.settings, seed=cell.seed, data_dir=run.data_dir,
-                            device=run.device, progress=run.progress, who=who)
+                            device=run.device, progress=run.progress, who=who, resume=_resume(cell, run, loaded, log))
     return CellResult(m, loaded, info, model)
+
+
+def _resume(cell: Cell, run: RunSettings, loaded: Any, log: Callable[[str], None]) -> Optional[Resume]:
+    """Interruption state of a streamed cell whose model is a checkpoint: under the checkpoint
+    cache, ``parzen-streams/<cell key>/rank<r>of<w>.pt``."""
+    if cell.settings.get("sample_stream") != "blocks" or loaded is None or not loaded.checkpoint_sha256:
+        return None
+    from ..checkpoints import default_cache_dir
+    from ..paths import inside, safe_name
+
+    rank, world = ekdist.rank_world()
+    key = safe_name(cell.key.replace("/", "_"), what="cell key")
+    path = inside(Path(run.cache_dir) if run.cache_dir else default_cache_dir(), "parzen-streams", key, f"rank{rank}of{world}.pt")
+    return Resume(path=path, identity=f"{cell.key}|{loaded.checkpoint_sha256}|{rank}/{world}|{STREAM_FORMAT}", log=log)
 
 
 def sample_notes(bench: Any, row: Any, column: Any, recs: list[Mapping]) -> list[str]:
