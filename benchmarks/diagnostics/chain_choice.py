@@ -60,7 +60,10 @@ def main(argv=None) -> int:
         lines.append(f"| {label} | " + " | ".join(f"{r['valid_ll']:.1f} ({json.dumps(r['choice'], sort_keys=True)})" for r in rows)
                      + f" | {statistics.fmean(r['valid_ll'] for r in rows):.1f} |")
     best = max(recipes, key=lambda k: statistics.fmean(r["valid_ll"] for r in recipes[k]))
-    lines += ["", f"Higher mean on validation: `{best}`.", ""]
+    if len(recipes) > 1:
+        lines += ["", f"Higher mean on validation: `{best}`.", ""]
+    else:  # one recipe: nothing to rank here; compare with another table of the same seeds and protocol
+        lines += ["", "One recipe only: compare its values with another recipe's for the same seeds (same protocol).", ""]
     lines += [f"- `{label}`: constructor arguments `{json.dumps(rows[0]['kwargs'], sort_keys=True)}`" for label, rows in recipes.items()]
     out = inside(Path(args.results_dir), "diagnostics", f"{name}.md")
     out.parent.mkdir(parents=True, exist_ok=True)
