@@ -346,6 +346,16 @@ def _add_loss(total, v):
     return total + float(v)
 
 
+def _restore(ck: dict, model: torch.nn.Module, optimizers: dict, device) -> "TrainState":
+    """Load checkpoint ``ck`` into ``model`` and ``optimizers``; returns its training state."""
+    model.load_state_dict(ck["state_dict"])
+    model.to(device)
+    for key, o in optimizers.items():
+        o.load_state_dict(ck["optimizers"][key])
+    return TrainState(ck["epoch"], ck["step"], ck["provenance"].get("wall_time_s", 0.0), list(ck["history"]),
+                      list(ck.get("epoch_wall_s", [])), list(ck.get("epoch_cpu_s", [])))
+
+
 def fit(
     model: torch.nn.Module,
     images: torch.Tensor,
@@ -404,11 +414,7 @@ def fit(
                 why = checkpoint_mismatch(ck, model)
                 if why:
                     raise ValueError(f"not a checkpoint of this run's model: {why}")
-                model.load_state_dict(ck["state_dict"])
-                model.to(device)
-                for key, o in optimizers.items():
-                    o.load_state_dict(ck["optimizers"][key])
-                state = TrainState(ck["epoch"], ck["step"], ck["provenance"].get("wall_time_s", 0.0), list(ck["history"]), list(ck.get("epoch_wall_s", [])), list(ck.get("epoch_cpu_s", [])))
+                state = _restore(ck, model, optimizers, device)
             except Exception as e:  # truncated / damaged / not this model's: keep it aside, try the next one
                 quarantine(resume, f"cannot resume from it ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})", say)
                 model.load_state_dict(initial)
@@ -425,12 +431,7 @@ def fit(
         box = [str(resumed_from) if resumed_from is not None else None]
         torch.distributed.broadcast_object_list(box, 0)
         if rank != 0 and box[0] is not None:
-            ck = load_checkpoint(Path(box[0]))
-            model.load_state_dict(ck["state_dict"])
-            model.to(device)
-            for key, o in optimizers.items():
-                o.load_state_dict(ck["optimizers"][key])
-            state = TrainState(ck["epoch"], ck["step"], ck["provenance"].get("wall_time_s", 0.0), list(ck["history"]), list(ck.get("epoch_wall_s", [])), list(ck.get("epoch_cpu_s", [])))
+            state = _restore(load_checkpoint(Path(box[0])), model, optimizers, device)
 
     x_all = images.to(device)
     y_all = labels.to(device) if labels is not None else None
