@@ -21,8 +21,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/evalkit run
 
+# one pytest worker per core, at most 4 (pytest-xdist); `pytest -q -p no:xdist` runs in one process
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4
 
 clean-venv:
 	rm -rf $(VENV)

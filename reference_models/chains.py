@@ -150,6 +150,14 @@ class ChainChoiceMixin:
             self.register_buffer("sample_choice", torch.full((), -1, dtype=torch.long))
             self.register_buffer("sample_choice_ll", torch.full((len(self._grid),), float("nan")))
 
+    def forget_sample_choice(self) -> None:
+        """Clear a recorded choice: it belongs to the weights it was made for. ``fit`` calls this
+        before training a resumed model further (e.g. a 20-epoch checkpoint that holds its choice,
+        extended to 30 epochs), so the longer run is chosen for anew."""
+        if self._grid:
+            self.sample_choice.fill_(-1)
+            self.sample_choice_ll.fill_(float("nan"))
+
     @property
     def sample_settings(self) -> list[dict]:
         """The candidate chain settings of ``sample_grid`` (its product, in a fixed order)."""

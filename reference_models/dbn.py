@@ -31,9 +31,24 @@ paper, from memory) or [A]:
 * Greedy schedule, from the epoch counter alone: layer l = min(epoch // epochs_per_layer, L - 1)
   trains during epochs [l E, (l + 1) E) with E = ``epochs_per_layer`` = 30 [R: "30 sweeps"];
   epochs past L E keep training the top RBM (the associative memory). A run of fewer than L E
-  epochs leaves the upper RBMs at their initial weights. No up-down (wake-sleep) fine-tuning
-  [the 2006 paper follows the greedy stage with it; not done here]: the generative weights of
-  the lower layers are the transposes of their recognition weights.
+  epochs leaves the upper RBMs at their initial weights. Without fine-tuning the generative
+  weights of the lower layers are the transposes of their recognition weights.
+* Up-down fine-tuning (Hinton et al. 2006, section 5 and appendix B; off unless
+  ``updown_from_epoch`` is set): from that epoch on, every step is one up-down (contrastive
+  wake-sleep) update of the whole net instead of a greedy CD step. At its first step the
+  lower layers' weights are untied: each gets generative weights G_l (``gen_weights``), copied
+  from its recognition weights W_l, so the first down pass is unchanged. Then, per minibatch:
+  the *up* (wake) pass samples binary states of every hidden layer below the top RBM with the
+  recognition weights (the pixels stay grey-level probabilities); the generative weights and
+  visible biases learn to predict each layer's states from the layer above (delta rule); the top
+  RBM takes a CD-``updown_cd_k`` step from the up pass's states (k = 3 [R: the paper's first
+  stage of up-down training; it later raised k to 6 and 10]); the *down* (sleep) pass samples
+  each lower layer from the top RBM's negative states with the generative weights, and the
+  recognition weights and hidden biases learn to predict each layer's sleep states from the
+  layer below. One SGD optimizer (``updown``) over all parameters, lr ``updown_lr`` = 0.01 and
+  momentum ``updown_momentum`` = 0.5, weight decay as in the greedy stage [A: the paper's
+  up-down learning rates were not re-read]. No label units (the paper's top RBM also saw the
+  10 labels). After fine-tuning, the down pass of sampling (and ``decode``) uses G_l.
 
 Sampling (``sample(n, *, generator)`` -> ``[n, C, H, W]`` in [0, 1], eval / no-grad): ``chains``
 (100) Gibbs chains in the top RBM (h ~ p(h|v), v ~ p(v|h), both binary) start either from
@@ -88,7 +103,7 @@ class RBM(nn.Module):
 
 class DBN(ChainChoiceMixin, nn.Module):
     registry_name = "dbn"
-    description = "Hinton et al. 2006 deep belief net (greedy CD-trained RBMs, top-RBM Gibbs sampling, no fine-tuning)"
+    description = "Hinton et al. 2006 deep belief net (greedy CD-trained RBMs, optional up-down fine-tuning, top-RBM Gibbs sampling)"
 
     def __init__(
         self,
@@ -111,6 +126,10 @@ class DBN(ChainChoiceMixin, nn.Module):
         down_pass: str = "mean",
         n_chain_starts: int = 100,
         sample_grid: Optional[dict] = None,
+        updown_from_epoch: Optional[int] = None,
+        updown_lr: float = 0.01,
+        updown_momentum: float = 0.5,
+        updown_cd_k: int = 3,
     ):
         super().__init__()
         self.hparams = {k: (list(v) if isinstance(v, tuple) else v) for k, v in locals().items() if k not in ("self", "__class__")}
@@ -122,6 +141,14 @@ class DBN(ChainChoiceMixin, nn.Module):
                 raise ValueError(f"DBN sample_grid may vary burn_in, thin, chains and start; got {bad}")
             _expand_grid(sample_grid)  # validates it
             self.hparams["sample_grid"] = {k: list(v) for k, v in sample_grid.items()}
+        if updown_from_epoch is None:  # absent unless used, so earlier checkpoints keep their arguments
+            for k in ("updown_from_epoch", "updown_lr", "updown_momentum", "updown_cd_k"):
+                del self.hparams[k]
+        elif updown_from_epoch < 1 or updown_cd_k < 1 or not updown_lr > 0:
+            raise ValueError(
+                f"updown_from_epoch and updown_cd_k must be >= 1 and updown_lr > 0; got "
+                f"{updown_from_epoch!r}, {updown_cd_k!r}, {updown_lr!r}"
+            )
         for name, value, allowed in (("method", method, ("cd", "pcd")), ("input_mode", input_mode, ("prob", "binary")),
                                      ("sample_start", sample_start, ("random", "data")), ("down_pass", down_pass, ("mean", "sample"))):
             if value not in allowed:
@@ -137,6 +164,12 @@ class DBN(ChainChoiceMixin, nn.Module):
             for l in range(len(hidden)):
                 self.register_buffer(f"pcd_visible{l}", torch.zeros(pcd_chains, self.sizes[l]))
             self.register_buffer("pcd_started", torch.zeros(len(hidden), dtype=torch.bool))
+        if updown_from_epoch is not None:
+            # generative weights of the lower layers, untied from W_l at the first up-down step
+            self.gen_weights = nn.ParameterList(
+                nn.Parameter(self.rbms[l].weight.detach().clone()) for l in range(len(hidden) - 1)
+            )
+            self.register_buffer("updown_started", torch.zeros((), dtype=torch.bool))
         register_chain_starts(self, n_chain_starts, self.sizes[0])
         self._init_chain_choice(sample_grid)
 
@@ -147,6 +180,23 @@ class DBN(ChainChoiceMixin, nn.Module):
     def active_layer(self, epoch: int) -> int:
         """The RBM trained during ``epoch`` (0-based): the greedy schedule."""
         return min(epoch // self.hparams["epochs_per_layer"], self.n_layers - 1)
+
+    def in_updown(self, epoch: int) -> bool:
+        """Whether ``epoch`` (0-based) is an up-down fine-tuning epoch."""
+        start = self.hparams.get("updown_from_epoch")
+        return start is not None and epoch >= start
+
+    @property
+    def untied(self) -> bool:
+        """True once up-down fine-tuning has untied the lower layers' generative weights."""
+        return hasattr(self, "updown_started") and bool(self.updown_started)
+
+    def generative_probs(self, l: int, h: torch.Tensor) -> torch.Tensor:
+        """p(layer l = 1 | layer l + 1 = h) through the directed generative weights (the
+        transposed recognition weights until up-down fine-tuning unties them)."""
+        if l < self.n_layers - 1 and self.untied:
+            return torch.sigmoid(h @ self.gen_weights[l] + self.rbms[l].visible_bias)
+        return self.rbms[l].visible_probs(h)
 
     # --- passes ----------------------------------------------------------------------------
     def up(self, x: torch.Tensor, layers: Optional[int] = None) -> torch.Tensor:
@@ -163,7 +213,7 @@ class DBN(ChainChoiceMixin, nn.Module):
         for l in reversed(range(from_layer)):
             if stochastic:
                 v = torch.bernoulli(v, generator=generator)
-            v = self.rbms[l].visible_probs(v)
+            v = self.generative_probs(l, v)
         return v.view(v.shape[0], *self.image_shape)
 
     def free_energy(self, v: torch.Tensor, layer: int = 0) -> torch.Tensor:
@@ -235,7 +285,7 @@ class DBN(ChainChoiceMixin, nn.Module):
     # --- training --------------------------------------------------------------------------
     def configure_optimizers(self):
         h = self.hparams
-        return {
+        opts = {
             f"rbm{l}": make_optimizer(
                 torch.optim.SGD,
                 [{"params": [rbm.weight], "weight_decay": h["weight_decay"]},
@@ -244,11 +294,22 @@ class DBN(ChainChoiceMixin, nn.Module):
             )
             for l, rbm in enumerate(self.rbms)
         }
+        if "updown_from_epoch" in h:
+            weights = [rbm.weight for rbm in self.rbms] + list(self.gen_weights)
+            biases = [b for rbm in self.rbms for b in (rbm.visible_bias, rbm.hidden_bias)]
+            opts["updown"] = make_optimizer(
+                torch.optim.SGD,
+                [{"params": weights, "weight_decay": h["weight_decay"]}, {"params": biases, "weight_decay": 0.0}],
+                lr=h["updown_lr"], momentum=h["updown_momentum"],
+            )
+        return opts
 
     def on_epoch_start(self, epoch: int, optimizers) -> None:
         """Momentum of the active layer: the first value for its first ``momentum_switch_epoch``
         epochs, then the second (a function of the epoch counter only)."""
         h = self.hparams
+        if self.in_updown(epoch):
+            return
         l = self.active_layer(epoch)
         local_epoch = epoch - l * h["epochs_per_layer"]
         m = h["momentum"][0] if local_epoch < h["momentum_switch_epoch"] else h["momentum"][1]
@@ -278,7 +339,10 @@ class DBN(ChainChoiceMixin, nn.Module):
         return v, rbm.hidden_probs(v)
 
     def train_step(self, x, y=None, *, step: int, epoch: int, optimizers):
-        """One CD (or PCD) update of the active layer's RBM only. Labels are ignored."""
+        """One CD (or PCD) update of the active layer's RBM only, or one up-down update of the
+        whole net in a fine-tuning epoch. Labels are ignored."""
+        if self.in_updown(epoch):
+            return self._updown_step(x, optimizers["updown"])
         l = self.active_layer(epoch)
         rbm = self.rbms[l]
         with torch.no_grad():
@@ -297,3 +361,63 @@ class DBN(ChainChoiceMixin, nn.Module):
             fe_gap = (rbm.free_energy(v0).mean() - rbm.free_energy(vk).mean())
         optimizers[f"rbm{l}"].step()
         return {"layer": float(l), "recon": recon.item(), "fe_gap": fe_gap.item()}
+
+    def _updown_step(self, x: torch.Tensor, optimizer) -> dict[str, float]:
+        """One up-down (contrastive wake-sleep) update; see the module docstring."""
+        L, top = self.n_layers, self.rbms[-1]
+        with torch.no_grad():
+            if not bool(self.updown_started):
+                for l in range(L - 1):
+                    self.gen_weights[l].copy_(self.rbms[l].weight)
+                self.updown_started.fill_(True)
+            v0 = x.flatten(1)
+            if self.hparams["input_mode"] == "binary":
+                v0 = torch.bernoulli(v0)
+            n = v0.shape[0]
+            # up (wake) pass: binary states of the hidden layers below the top RBM
+            wake = [v0]
+            for l in range(L - 1):
+                wake.append(torch.bernoulli(self.rbms[l].hidden_probs(wake[-1])))
+            # generative weights predict each layer's wake states from the layer above
+            recon = torch.zeros(())
+            for l in range(L - 1):
+                err = _delta_rule(wake[l + 1], wake[l], self.gen_weights[l], self.rbms[l].visible_bias, transposed=False)
+                if l == 0:
+                    recon = err.pow(2).sum(1).mean()
+            # the top RBM: CD-k from the up pass's states
+            vt = wake[-1]
+            h0 = top.hidden_probs(vt)
+            h = torch.bernoulli(h0)
+            for _ in range(self.hparams["updown_cd_k"]):
+                pv = top.visible_probs(h)
+                vk = torch.bernoulli(pv)
+                hk = top.hidden_probs(vk)
+                h = torch.bernoulli(hk)
+            top.weight.grad = -(h0.T @ vt - hk.T @ vk) / n
+            top.visible_bias.grad = -(vt.mean(0) - vk.mean(0))
+            top.hidden_bias.grad = -(h0.mean(0) - hk.mean(0))
+            fe_gap = top.free_energy(vt).mean() - top.free_energy(vk).mean()
+            # down (sleep) pass from the top RBM's negative states; the pixels stay probabilities
+            sleep = [None] * L
+            sleep[L - 1] = vk
+            for l in reversed(range(L - 1)):
+                p = torch.sigmoid(sleep[l + 1] @ self.gen_weights[l] + self.rbms[l].visible_bias)
+                sleep[l] = p if l == 0 else torch.bernoulli(p)
+            # recognition weights predict each layer's sleep states from the layer below
+            for l in range(L - 1):
+                _delta_rule(sleep[l], sleep[l + 1], self.rbms[l].weight, self.rbms[l].hidden_bias, transposed=True)
+        optimizer.step()
+        return {"layer": float(L), "recon": float(recon), "fe_gap": fe_gap.item()}
+
+
+def _delta_rule(inputs: torch.Tensor, targets: torch.Tensor, weight: nn.Parameter, bias: nn.Parameter,
+                *, transposed: bool) -> torch.Tensor:
+    """Set ``weight.grad`` and ``bias.grad`` to the gradient of the mean Bernoulli negative
+    log-likelihood of ``targets`` under ``sigmoid(inputs @ weight + bias)`` (``inputs @ weight.T``
+    when ``transposed``: a recognition weight stored as [upper, lower]); returns the prediction
+    error ``targets - prediction``. The delta rule of wake-sleep learning."""
+    n = inputs.shape[0]
+    err = targets - torch.sigmoid((inputs @ weight.T if transposed else inputs @ weight) + bias)
+    weight.grad = -(err.T @ inputs if transposed else inputs.T @ err) / n
+    bias.grad = -err.mean(0)
+    return err

@@ -433,6 +433,8 @@ def fit(
         if rank != 0 and box[0] is not None:
             state = _restore(load_checkpoint(Path(box[0])), model, optimizers, device)
 
+    if state.epoch < config.epochs and hasattr(model, "forget_sample_choice"):
+        model.forget_sample_choice()  # a chain setting chosen for a shorter run's weights is stale
     x_all = images.to(device)
     y_all = labels.to(device) if labels is not None else None
     n = x_all.shape[0]

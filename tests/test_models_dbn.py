@@ -248,3 +248,77 @@ def test_dbn_without_grid_keeps_its_arguments_and_keys():
 
     m = DBN(image_shape=[1, 8, 8], hidden=[4])
     assert "sample_grid" not in m.hparams and "sample_choice" not in m.state_dict()
+
+
+# ----------------------------------------------------------------------------- up-down fine-tuning
+def test_updown_hparams_absent_unless_used_and_validated():
+    m = _build()
+    assert "updown_from_epoch" not in m.hparams and not hasattr(m, "gen_weights") and not m.untied
+    assert "updown" not in m.configure_optimizers()
+    m = _build(updown_from_epoch=3)
+    assert m.hparams["updown_from_epoch"] == 3 and m.hparams["updown_cd_k"] == 3 and len(m.gen_weights) == 2
+    assert [m.in_updown(e) for e in range(5)] == [False, False, False, True, True]
+    for bad in ({"updown_from_epoch": 0}, {"updown_from_epoch": 2, "updown_cd_k": 0}, {"updown_from_epoch": 2, "updown_lr": 0.0}):
+        with pytest.raises(ValueError, match="updown"):
+            _build(**bad)
+
+
+def test_delta_rule_is_the_bernoulli_log_likelihood_gradient():
+    g = _gen(0)
+    for transposed in (False, True):
+        inputs = torch.bernoulli(torch.full((7, 5), 0.5), generator=g)
+        targets = torch.rand(7, 4, generator=g)
+        w = torch.nn.Parameter(torch.randn(4, 5, generator=g) if transposed else torch.randn(5, 4, generator=g))
+        b = torch.nn.Parameter(torch.randn(4, generator=g))
+        from reference_models.dbn import _delta_rule
+
+        with torch.no_grad():
+            _delta_rule(inputs, targets, w, b, transposed=transposed)
+        gw, gb = w.grad.clone(), b.grad.clone()
+        w.grad = b.grad = None
+        logits = (inputs @ w.T if transposed else inputs @ w) + b
+        torch.nn.functional.binary_cross_entropy_with_logits(logits, targets, reduction="sum").div(7).backward()
+        assert torch.allclose(gw, w.grad, atol=1e-6) and torch.allclose(gb, b.grad, atol=1e-6)
+
+
+def test_updown_fine_tuning_after_an_unchanged_greedy_stage(digits200, tmp_path):
+    """Before updown_from_epoch the net trains exactly as without fine-tuning (a paired run's arms
+    share their greedy stage); from it on every parameter moves, the lower layers' generative
+    weights are untied and drive the down pass, and the checkpoint round-trips."""
+    plain = fit(_build(), digits200[:100], None, _cfg(3))
+    tuned = fit(_build(updown_from_epoch=3), digits200[:100], None, _cfg(3), run_dir=tmp_path)
+    assert all(_same(_rbm_state(plain, l), _rbm_state(tuned, l)) for l in range(3)) and not tuned.untied
+    x = digits200[:5]
+    assert torch.equal(plain.reconstruct(x), tuned.reconstruct(x))
+    before = {k: v.detach().clone() for k, v in tuned.named_parameters()}
+    tuned = fit(_build(updown_from_epoch=3), digits200[:100], None, _cfg(5), run_dir=tmp_path)
+    assert tuned.untied and [h["layer"] for h in tuned.train_state_.history] == [0.0, 1.0, 2.0, 3.0, 3.0]
+    after = dict(tuned.named_parameters())
+    assert all(not torch.equal(before[k], after[k]) for k in before if not k.startswith("gen_weights")), "a parameter did not move"
+    for l in range(2):
+        assert not torch.equal(tuned.gen_weights[l], tuned.rbms[l].weight)
+    h = torch.rand(4, 16, generator=_gen(1))
+    assert torch.allclose(tuned.down(h, from_layer=1).flatten(1), torch.sigmoid(h @ tuned.gen_weights[0] + tuned.rbms[0].visible_bias))
+    clone = load_evalkit_checkpoint(tmp_path / "last.pt").model
+    assert clone.untied and torch.equal(clone.reconstruct(x), tuned.reconstruct(x))
+    assert torch.equal(clone.sample(6, generator=_gen(0), start="data"), tuned.sample(6, generator=_gen(0), start="data"))
+
+
+def test_a_chain_choice_is_forgotten_when_training_continues(digits_train, tmp_path):
+    """A checkpoint holding the chain setting chosen for its weights, trained further: the longer
+    run must be chosen for anew, not inherit the shorter run's choice."""
+    from reference_models.training import load_checkpoint
+
+    def build():
+        torch.manual_seed(0)
+        return DBN(image_shape=[1, 8, 8], hidden=[16, 8], epochs_per_layer=1, sample_chains=5, sample_thin=1,
+                   sample_grid={"start": ["random", "data"], "burn_in": [2, 5]})
+
+    m = fit(build(), digits_train[:100], None, TrainConfig(epochs=2, batch_size=20, progress=False), run_dir=tmp_path)
+    m.choose_on_validation(digits_train[100:160], n_samples=50, seed=0, checkpoint=tmp_path / "epoch_2.pt", log=lambda s: None)
+    (tmp_path / "last.pt").unlink()  # the run resumes from the snapshot that holds the choice
+    assert int(load_checkpoint(tmp_path / "epoch_2.pt")["state_dict"]["sample_choice"]) >= 0
+    again = fit(build(), digits_train[:100], None, TrainConfig(epochs=2, batch_size=20, progress=False), run_dir=tmp_path)
+    assert again.chosen_sample_settings == m.chosen_sample_settings  # nothing trained: the choice stands
+    longer = fit(build(), digits_train[:100], None, TrainConfig(epochs=3, batch_size=20, progress=False), run_dir=tmp_path)
+    assert longer.chosen_sample_settings is None and int(load_checkpoint(tmp_path / "epoch_3.pt")["state_dict"]["sample_choice"]) == -1
