@@ -328,3 +328,25 @@ def test_foreign_or_damaged_stream_state_is_set_aside(tmp_path):
     evaluate_parzen(_Blobs(), dataset="digits", protocol=BLOCKS, seed=0, device="cpu", progress=False,
                     resume=Resume(path=path, identity="cell B", every_s=0.0, log=said.append))
     assert any("cannot resume from" in m for m in said) and not path.exists()
+
+
+@pytest.mark.parametrize("sparse_fraction", [0.0, 1.01])
+@pytest.mark.parametrize("distance_dtype", ["float64", "float32"])
+def test_sparse_exponentials_and_all_zero_columns_match_brute_force(monkeypatch, sparse_fraction, distance_dtype):
+    """The CPU path's two savings, each forced on or off: sigmas whose terms are mostly below the
+    float32 exponent floor take only the few terms above it (sparse_fraction 1.01: every sigma
+    does; 0: none does), and the cross term skips columns that are zero in every query (a third
+    of them here). Every sigma of the grid against the slow float64 reference."""
+    from evalkit.metrics import parzen_kernel
+
+    monkeypatch.setattr(parzen_kernel, "_SPARSE_FRACTION", sparse_fraction)
+    rng = np.random.default_rng(5)
+    test = (rng.random((25, 60)) * (rng.random((25, 60)) < 0.5)).astype(np.float32)
+    test[:, :20] = 0.0  # columns zero in every query
+    near = np.clip(np.repeat(test, 4, 0) + rng.normal(0, 0.05, (100, 60)), 0, 1).astype(np.float32)
+    samples = np.concatenate([near, rng.random((150, 60)).astype(np.float32)])[rng.permutation(250)]
+    assert parzen_kernel._query_columns(torch.from_numpy(test)).tolist() == list(range(20, 60))
+    tol = 1e-6 if distance_dtype == "float64" else 2e-3
+    for sig in DEFAULT_SIGMAS:
+        res = stream(samples, [90, 160], test, sigma=float(sig), sample_chunk=64, distance_dtype=distance_dtype).result()
+        np.testing.assert_allclose(res.per_point, brute_force_ll(samples, test, float(sig)), rtol=0, atol=tol)

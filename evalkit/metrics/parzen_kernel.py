@@ -26,6 +26,13 @@ _QUERY_BLOCK_BYTES = 512 << 20
 DISTANCE_DTYPES = {"float64": torch.float64, "float32": torch.float32}
 # Smallest exponent evaluated: exp(-87) = 1.6e-38 is still a normal float32.
 _EXP_FLOOR = -87.0
+# On CPU, a sigma for which fewer than this fraction of a row block's terms lie above the floor
+# (estimated on the block's first _SPARSE_PROBE columns) takes the sparse path: the few terms
+# that matter are gathered once and only their exponentials are taken. With a trained model's
+# samples, the small sigmas of the grid keep well under 1% of their terms (MNIST, GAN samples:
+# 0.01% at sigma 0.1, 2% at 0.32), while the dense path would evaluate every one of them.
+_SPARSE_FRACTION = 0.05
+_SPARSE_PROBE = 256
 
 
 @contextlib.contextmanager
@@ -95,6 +102,18 @@ def _exp_rows(device: torch.device, bt: int, bs: int) -> int:
     return max(1, min(bt, (512 << 10) // (4 * bs)))
 
 
+def _query_columns(q: torch.Tensor) -> torch.Tensor | None:
+    """Indices of the columns of the query block ``q`` that are not zero in every query (None when
+    fewer than 5% of them are all-zero). The cross term x.mu of the squared distance only needs
+    those columns: a column that is zero in every query adds exact zeros to it (MNIST: 116 of the
+    784 pixels are 0 in all 11,000 validation and test images, 15% of the GEMM)."""
+    nz = (q != 0).any(0)
+    n_nz = int(nz.sum())
+    if n_nz > 0.95 * q.shape[1] or n_nz == 0:
+        return None
+    return nz.nonzero().squeeze(1)
+
+
 def _accumulate_piece(
     q: torch.Tensor,
     qq: torch.Tensor,
@@ -106,16 +125,21 @@ def _accumulate_piece(
     test_chunk: int,
     work: _Work,
     bar: Any = None,
+    cols: torch.Tensor | None = None,
 ) -> None:
     """Fold one sample piece into the streaming log-sum-exp state of one query block.
 
     ``q`` [B, D] float64 (or float32, see :data:`DISTANCE_DTYPES`) queries with
     ``qq = ||q||^2``; ``mu`` [bs, D] samples of the same dtype; ``run_min`` [B] running minimum squared distance and ``sums``
     [S, B] running sums of ``exp(-(d^2 - run_min) * coef[s])`` (updated in
-    place).
+    place). With ``cols`` (:func:`_query_columns` of the block), ``q`` holds only those columns
+    and the cross term skips the others (zero in every query); ``qq`` and ``||mu||^2`` are
+    over all columns.
     """
     dtype = q.dtype  # float64, or float32 (distance_dtype="float32"): mu must match
     mm = (mu * mu).sum(1)
+    if cols is not None:
+        mu = mu.index_select(1, cols)
     mu_t = mu.t()
     bs = mu.shape[0]
     nb = q.shape[0]
@@ -160,9 +184,31 @@ def _accumulate_piece(
                 delta = work.get("delta", br * bs, torch.float32).view(br, bs)
                 delta.copy_(d2r)
             e = work.get("exp", br * bs, torch.float32).view(br, bs)
-            for si, c in enumerate(coef):
-                if gap_min * c > -1.001 * _EXP_FLOOR:
+            active = [si for si, c in enumerate(coef) if not gap_min * c > -1.001 * _EXP_FLOOR]
+            sparse: list[int] = []
+            if gap is not None and active:
+                # terms of sigma s below the floor: delta >= limit[s]; those are < 1.7e-38 each,
+                # added to a running sum >= 1 (see above), so leaving them out changes nothing
+                limits = torch.tensor([-1.001 * _EXP_FLOOR / coef[si] for si in active], dtype=torch.float32)
+                probe = delta[:, :_SPARSE_PROBE]
+                frac = (probe.unsqueeze(-1) < limits).sum((0, 1)).double().div_(probe.numel())
+                sparse = [si for si, f in zip(active, frac.tolist()) if f < _SPARSE_FRACTION]
+            if sparse:
+                cut = max(-1.001 * _EXP_FLOOR / coef[si] for si in sparse)
+                keep = delta < cut
+                vals = delta[keep]  # row-major: the kept terms of row 0, then row 1, ...
+                rows_of = torch.repeat_interleave(torch.arange(br), keep.sum(1))
+                acc = torch.zeros(br, dtype=torch.float32)
+                ev = torch.empty_like(vals)
+                for si in sparse:
+                    torch.mul(vals, -coef[si], out=ev)
+                    ev.clamp_min_(_EXP_FLOOR).exp_()
+                    acc.zero_().index_add_(0, rows_of, ev)
+                    sums[si, t0 + r0 : t0 + r1] += acc
+            for si in active:
+                if si in sparse:
                     continue
+                c = coef[si]
                 torch.mul(delta, -c, out=e)
                 # exp() of arguments below ~-87 underflows to float32 denormals/0,
                 # which is ~15x slower on x86; such terms are < 1.7e-38 times the
@@ -233,6 +279,9 @@ def _log_density(
                 q = _row_chunk(queries, b0, b1).to(device=device, dtype=torch.float64)
                 q = q.contiguous()
                 qq = (q * q).sum(1)
+                cols = _query_columns(q)
+                if cols is not None:
+                    q = q.index_select(1, cols)
                 run_min = torch.full((b1 - b0,), math.inf, dtype=torch.float64, device=device)
                 sums = torch.zeros((n_sig, b1 - b0), dtype=torch.float64, device=device)
 
@@ -240,7 +289,7 @@ def _log_density(
                     s0, s1 = j * sample_chunk, min(n, (j + 1) * sample_chunk)
                     mu = _row_chunk(samples, s0, s1).to(device=device, non_blocking=True)
                     mu = mu.to(torch.float64).contiguous()
-                    _accumulate_piece(q, qq, mu, run_min, sums, coef, coef_t, test_chunk, work, bar)
+                    _accumulate_piece(q, qq, mu, run_min, sums, coef, coef_t, test_chunk, work, bar, cols)
 
                 if world > 1:
                     run_min = _merge_ranks(run_min, sums, coef_t)

@@ -23,7 +23,9 @@ from .parzen_input import (
     _to_points,
 )
 from ..distributed import rank_world
-from .parzen_kernel import _QUERY_BLOCK_BYTES, DISTANCE_DTYPES, ParzenResult, _accumulate_piece, _dist_info, _merge_ranks, _no_tf32, _Work
+from .parzen_kernel import (
+    _QUERY_BLOCK_BYTES, DISTANCE_DTYPES, ParzenResult, _accumulate_piece, _dist_info, _merge_ranks, _no_tf32, _query_columns, _Work,
+)
 
 class _QuerySet:
     """Evaluation points resident on the device (float64, in blocks) and their streaming
@@ -33,12 +35,16 @@ class _QuerySet:
                  dtype: torch.dtype = torch.float64) -> None:
         self.n = int(points.shape[0])
         self.blocks: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.cols: list[torch.Tensor | None] = []  # per block: the columns not zero in every point
         for b0 in range(0, self.n, block):
             b1 = min(self.n, b0 + block)
             q = _row_chunk(points, b0, b1).to(device=device, dtype=dtype).contiguous()
             run_min = torch.full((b1 - b0,), math.inf, dtype=torch.float64, device=device)
             sums = torch.zeros((n_sig, b1 - b0), dtype=torch.float64, device=device)
-            self.blocks.append((q, (q * q).sum(1), run_min, sums))
+            qq = (q * q).sum(1)
+            cols = _query_columns(q)
+            self.cols.append(cols)
+            self.blocks.append((q if cols is None else q.index_select(1, cols), qq, run_min, sums))
 
     def merge_ranks(self, coef_t: torch.Tensor) -> None:
         self.blocks = [(q, qq, _merge_ranks(rm, sums, coef_t), sums) for q, qq, rm, sums in self.blocks]
@@ -220,8 +226,8 @@ class ParzenAccumulator:
             for qs in (self._valid, self._test):
                 if qs is None:
                     continue
-                for q, qq, run_min, sums in qs.blocks:
-                    _accumulate_piece(q, qq, mu, run_min, sums, self._coef, self._coef_t, self.test_chunk_, self._work)
+                for (q, qq, run_min, sums), cols in zip(qs.blocks, qs.cols):
+                    _accumulate_piece(q, qq, mu, run_min, sums, self._coef, self._coef_t, self.test_chunk_, self._work, cols=cols)
 
     # -- interruption ---------------------------------------------------------
 
@@ -238,7 +244,7 @@ class ParzenAccumulator:
             return [] if qs is None else [[rm.cpu(), sums.cpu()] for _, _, rm, sums in qs.blocks]
 
         return {
-            "format": "evalkit-parzen-stream/1", "sigmas": torch.as_tensor(self.sigmas), "dim": self.dim_,
+            "format": "evalkit-parzen-stream/2", "sigmas": torch.as_tensor(self.sigmas), "dim": self.dim_,
             "n_test": self.n_test_, "test_chunk": self.test_chunk_, "sample_chunk": self.sample_chunk_,
             "distance_dtype": self.distance_dtype, "rank": self._rank, "world": self._world, "merge_world": self._merge_world,
             "n_samples": self.n_samples_, "pieces": self._pieces, "pending": pending, "seconds": self._seconds,
@@ -250,7 +256,7 @@ class ParzenAccumulator:
         (points, sigmas, chunk sizes, dtype, ranks); raises ValueError naming what differs."""
         if self.n_samples_ or self._pieces or self._pending:
             raise ValueError("load_state_dict needs a fresh accumulator (samples were already added)")
-        want = {"format": "evalkit-parzen-stream/1", "dim": self.dim_, "n_test": self.n_test_, "test_chunk": self.test_chunk_,
+        want = {"format": "evalkit-parzen-stream/2", "dim": self.dim_, "n_test": self.n_test_, "test_chunk": self.test_chunk_,
                 "sample_chunk": self.sample_chunk_, "distance_dtype": self.distance_dtype, "rank": self._rank,
                 "world": self._world, "merge_world": self._merge_world}
         for k, v in want.items():

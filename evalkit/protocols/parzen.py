@@ -48,7 +48,7 @@ DEFAULTS = {
 }
 
 # version of the saved interruption state (_evaluate_blocks); a state of another version is set aside
-STREAM_FORMAT = "parzen-stream/1"
+STREAM_FORMAT = "parzen-stream/2"  # /2: sparse small-sigma exponentials and all-zero query columns skipped (same values up to float32 summation order)
 
 DETAILS = {
     "sigma": "the chosen window width",
