@@ -68,6 +68,19 @@ def recorded_threads(record: dict) -> Optional[int]:
     return int(m.group(1)) if m else None
 
 
+def training_segments_note(record: dict) -> Optional[str]:
+    """A warning when the record's model was trained by several resumed runs (its checkpoint's
+    ``provenance.segments``: a run folder extended later, possibly by other code), which a
+    from-scratch re-run at one commit need not match; None for a model trained in one go."""
+    segs = (((record.get("checkpoint") or {}).get("provenance") or {}).get("segments")) or []
+    if len(segs) <= 1 and all(g.get("from_epoch") == 0 for g in segs):
+        return None
+    parts = ", ".join(f"epochs {'?' if g.get('from_epoch') is None else g['from_epoch']}-{g.get('to_epoch')} "
+                      f"by {str(g.get('commit') or 'unknown')[:10]} ({g.get('device')})" for g in segs)
+    return (f"note: the recorded model was trained in {len(segs)} resumed segment(s): {parts}; a from-scratch re-run "
+            "at one commit can differ where those runs' code or thread counts did")
+
+
 def find_record(results_dir: Path, key: str) -> dict:
     from .paths import safe_name
     from .results import ResultStore
@@ -126,6 +139,9 @@ def reproduce(
             cache_dir=scratch / "cache", results_dir=scratch / "results", redo=True, progress=progress,
         )
         log(f"re-running {rec['key']} ({epochs} epochs, seed {rec['seed']}, {n_threads or torch.get_num_threads()} threads) in {scratch}")
+        note = training_segments_note(rec)
+        if note:
+            log(note)
         new = run_benchmark(bench, [row.id], [column.id], opts, log=log)
         new = [r for r in new if r["row"] == row.id and r["column"] == column.id]
         if not new:
@@ -148,4 +164,4 @@ def reproduce(
             shutil.rmtree(scratch, ignore_errors=True)
 
 
-__all__ = ["Reproduction", "find_record", "recorded_threads", "reproduce"]
+__all__ = ["Reproduction", "find_record", "recorded_threads", "reproduce", "training_segments_note"]

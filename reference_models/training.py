@@ -233,6 +233,9 @@ class TrainState:
     history: list = field(default_factory=list)
     epoch_wall_s: list = field(default_factory=list)  # cumulative training seconds at the end of each epoch
     epoch_cpu_s: list = field(default_factory=list)  # the same in CPU seconds of this process (robust to other jobs)
+    # who trained which epochs: [{"commit", "device", "from_epoch", "to_epoch"}], one entry per fit() call that
+    # trained (a run resumed by other code, e.g. after a commit, has several); from_epoch None: not known
+    segments: list = field(default_factory=list)
 
 
 def _checkpoint(model, optimizers, state: TrainState, config: TrainConfig, device, extra: dict) -> dict:
@@ -253,7 +256,8 @@ def _checkpoint(model, optimizers, state: TrainState, config: TrainConfig, devic
             "torch": torch.get_rng_state(),
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         },
-        "provenance": {**provenance(device, config.seed), "wall_time_s": state.wall_time},
+        "provenance": {**provenance(device, config.seed), "wall_time_s": state.wall_time,
+                       "segments": [dict(g) for g in state.segments if g["to_epoch"] != g["from_epoch"]]},
         **extra,
     }
 
@@ -352,8 +356,12 @@ def _restore(ck: dict, model: torch.nn.Module, optimizers: dict, device) -> "Tra
     model.to(device)
     for key, o in optimizers.items():
         o.load_state_dict(ck["optimizers"][key])
-    return TrainState(ck["epoch"], ck["step"], ck["provenance"].get("wall_time_s", 0.0), list(ck["history"]),
-                      list(ck.get("epoch_wall_s", [])), list(ck.get("epoch_cpu_s", [])))
+    prov = ck["provenance"]
+    segments = [dict(g) for g in prov.get("segments") or []]
+    if not segments and ck["epoch"] > 0:  # a checkpoint from before segments were recorded: one segment, start unknown
+        segments = [{"commit": prov.get("git_commit"), "device": prov.get("device"), "from_epoch": None, "to_epoch": ck["epoch"]}]
+    return TrainState(ck["epoch"], ck["step"], prov.get("wall_time_s", 0.0), list(ck["history"]),
+                      list(ck.get("epoch_wall_s", [])), list(ck.get("epoch_cpu_s", [])), segments)
 
 
 def fit(
@@ -435,6 +443,7 @@ def fit(
 
     if state.epoch < config.epochs and hasattr(model, "forget_sample_choice"):
         model.forget_sample_choice()  # a chain setting chosen for a shorter run's weights is stale
+    state.segments.append({"commit": code_commit(), "device": device_description(device), "from_epoch": state.epoch, "to_epoch": state.epoch})
     x_all = images.to(device)
     y_all = labels.to(device) if labels is not None else None
     n = x_all.shape[0]
@@ -452,6 +461,7 @@ def fit(
 
     def save(name: str) -> None:
         if run_dir is not None and rank == 0:
+            state.segments[-1]["to_epoch"] = state.epoch
             atomic_save(_checkpoint(model, optimizers, state, config, device, extra), run_dir / name)
 
     snapshots = set(config.snapshot_epochs) | {config.epochs}

@@ -216,3 +216,28 @@ def test_epoch_wall_times_are_cumulative_and_survive_resume(digits200, tmp_path)
     assert m2.train_state_.epoch_wall_s[2] >= first[1]
     cpu = m2.train_state_.epoch_cpu_s
     assert len(cpu) == 3 and 0 < cpu[0] <= cpu[1] <= cpu[2]
+
+
+def test_checkpoints_name_every_training_segment(digits200, tmp_path):
+    """A run folder trained in two fit() calls (the second resumes the first) lists both segments
+    with the commit and device that trained them; a record's reproduce note names them."""
+    from evalkit.reproduce import training_segments_note
+    from reference_models.training import TrainConfig, fit, load_checkpoint
+
+    import reference_models
+
+    def build():
+        torch.manual_seed(0)
+        return reference_models.build("dbn", image_shape=[1, 8, 8], hidden=[8], epochs_per_layer=1)
+
+    fit(build(), digits200[:40], None, TrainConfig(epochs=1, batch_size=20, progress=False), run_dir=tmp_path)
+    one = load_checkpoint(tmp_path / "epoch_1.pt")["provenance"]["segments"]
+    assert [(g["from_epoch"], g["to_epoch"]) for g in one] == [(0, 1)]
+    assert training_segments_note({"checkpoint": {"provenance": {"segments": one}}}) is None
+    fit(build(), digits200[:40], None, TrainConfig(epochs=3, batch_size=20, progress=False), run_dir=tmp_path)
+    fit(build(), digits200[:40], None, TrainConfig(epochs=3, batch_size=20, progress=False), run_dir=tmp_path)  # nothing to train
+    segs = load_checkpoint(tmp_path / "epoch_3.pt")["provenance"]["segments"]
+    assert [(g["from_epoch"], g["to_epoch"]) for g in segs] == [(0, 1), (1, 3)]
+    assert all("commit" in g and g["device"] for g in segs)
+    note = training_segments_note({"checkpoint": {"provenance": {"segments": segs}}})
+    assert "2 resumed segment(s)" in note and "epochs 0-1" in note and "epochs 1-3" in note
