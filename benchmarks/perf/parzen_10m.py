@@ -97,7 +97,7 @@ def main() -> None:
     m = evaluate_parzen(model, dataset="mnist", seed=0, device=args.device, progress=False,
                         protocol={"n_samples": args.n_samples, "sample_stream": "blocks", "distance_dtype": args.distance_dtype})
     wall = time.perf_counter() - t0
-    peak = ekdist.peak_rss_mb()
+    peak_rss = ekdist.peak_rss_mb()
     n = args.n_samples
     tc, sc = _default_chunks(D, None, None)
     gemm_flops = 2.0 * N_QUERY * n * D
@@ -118,7 +118,7 @@ def main() -> None:
         "wall_s": wall, "sample_s": sample_s, "parzen_s": parzen_s, "s_per_1M": per_m,
         "gemm_gflop": gemm_flops / 1e9, "achieved_gflops": achieved,
         "peak_fp64_gflops": peak64, "peak_fp32_gflops": peak32,
-        "peak_rss_mb": peak, "rss_before_eval_mb": rss_before, "value": m.value, "sigma": m.details["sigma"],
+        "peak_rss_mb": peak_rss, "rss_before_eval_mb": rss_before, "value": m.value, "sigma": m.details["sigma"],
         "projected_10M_s_here": full_cpu, "gpu_assumption": g, "projected_10M_s_gpu": gpu_gemm + gpu_mem,
         "projected_10M_gpu_parts_s": {"fp64_gemm": gpu_gemm, "memory_bound_passes": gpu_mem},
         "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
@@ -142,7 +142,7 @@ torch {res['torch']}, {res['threads']} threads on {res['cores']} cores{f", load 
 | distance GEMMs, achieved | {achieved:.1f} GFLOP/s effective ({args.distance_dtype}; {gemm_flops / 1e9:.0f} GFLOP counted at D = 784 in {parzen_s:.1f} s of Parzen time, exponentials included; on a CPU the kernel leaves out the pixel columns zero in every query image, 116 of 784 on MNIST) |
 | measured matmul peak here | float64 {peak64:.1f} GFLOP/s, float32 {peak32:.1f} GFLOP/s (best of [{tc}x{D}]x[{D}x{sc}] and 2048^3) |
 | achieved / {args.distance_dtype} peak | {achieved / peak:.0%} (the GEMMs alone at the measured peak: {gemm_flops / 1e9 / peak:.0f} s of the {parzen_s:.0f} s; the rest is the float32 exponential passes, 11,000 x N x up to 10 sigmas, of which the small sigmas evaluate only the terms above float32's exponent floor) |
-| peak resident memory | {peak:.0f} MiB (process, incl. {rss_before:.0f} MiB before the evaluation; independent of N: one 10,000-sample block + fixed state) |
+| peak resident memory | {peak_rss:.0f} MiB (process, incl. {rss_before:.0f} MiB before the evaluation; independent of N: one 10,000-sample block + fixed state) |
 | **projected full 10M cell here** | **{full_cpu / 60:.0f} min** ({full_cpu:.0f} s = per-sample cost x 10M; the work per block is constant) |
 | projected 10M on a data-centre GPU | {(gpu_gemm + gpu_mem):.0f} s (model below; not measured) |
 
@@ -151,6 +151,8 @@ GPU projection (same code path, `--device cuda`): {g['name']}: float64 tensor-co
 ~{g['bytes_per_exp']:.0f} bytes per (point, sample, sigma) and {g['bytes_per_dist']:.0f} per (point, sample) at {g['hbm_tb_s']} TB/s -> {gpu_mem:.1f} s;
 sampling (10M forward passes of a small MLP) is negligible there. A GPU without fast float64 (consumer cards,
 1/32-1/64 rate) would be GEMM-bound at roughly 30x this.
+
+One process here: with several threads its exponential passes and the Python loop around them use little more than one core; the full cells run as `torchrun --nproc-per-node <cores> ... --threads 1` (one rank per core), whose measured wall time and peak memory are in each record and in the provenance lines of reports/parzen.md.
 
 Value at {n:,} samples: {m.value:.2f} nats (sigma {m.details['sigma']:.4g}); not a result (fewer samples than the cell).
 """
