@@ -401,7 +401,7 @@ class DBN(ChainChoiceMixin, nn.Module):
             sleep = [None] * L
             sleep[L - 1] = vk
             for l in reversed(range(L - 1)):
-                p = torch.sigmoid(sleep[l + 1] @ self.gen_weights[l] + self.rbms[l].visible_bias)
+                p = self.generative_probs(l, sleep[l + 1])  # untied by now: the generative weights G_l
                 sleep[l] = p if l == 0 else torch.bernoulli(p)
             # recognition weights predict each layer's sleep states from the layer below
             for l in range(L - 1):

@@ -114,6 +114,14 @@ def _query_columns(q: torch.Tensor) -> torch.Tensor | None:
     return nz.nonzero().squeeze(1)
 
 
+def _prepare_queries(q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(queries for the cross-term GEMM, ``||q||^2`` over all columns, :func:`_query_columns`):
+    the first is ``q`` itself, or only its columns not zero in every query."""
+    qq = (q * q).sum(1)
+    cols = _query_columns(q)
+    return (q if cols is None else q.index_select(1, cols)), qq, cols
+
+
 def _accumulate_piece(
     q: torch.Tensor,
     qq: torch.Tensor,
@@ -141,6 +149,8 @@ def _accumulate_piece(
     if cols is not None:
         mu = mu.index_select(1, cols)
     mu_t = mu.t()
+    # a term of sigma s is below the exponent floor where delta = d2 - min >= limit[s]
+    limit_t = torch.tensor([-1.001 * _EXP_FLOOR / c for c in coef], dtype=torch.float32)
     bs = mu.shape[0]
     nb = q.shape[0]
     for t0 in range(0, nb, test_chunk):
@@ -189,12 +199,11 @@ def _accumulate_piece(
             if gap is not None and active:
                 # terms of sigma s below the floor: delta >= limit[s]; those are < 1.7e-38 each,
                 # added to a running sum >= 1 (see above), so leaving them out changes nothing
-                limits = torch.tensor([-1.001 * _EXP_FLOOR / coef[si] for si in active], dtype=torch.float32)
                 probe = delta[:, :_SPARSE_PROBE]
-                frac = (probe.unsqueeze(-1) < limits).sum((0, 1)).double().div_(probe.numel())
+                frac = (probe.unsqueeze(-1) < limit_t[active]).sum((0, 1)).double().div_(probe.numel())
                 sparse = [si for si, f in zip(active, frac.tolist()) if f < _SPARSE_FRACTION]
             if sparse:
-                cut = max(-1.001 * _EXP_FLOOR / coef[si] for si in sparse)
+                cut = float(limit_t[sparse].max())
                 keep = delta < cut
                 vals = delta[keep]  # row-major: the kept terms of row 0, then row 1, ...
                 rows_of = torch.repeat_interleave(torch.arange(br), keep.sum(1))
@@ -277,11 +286,7 @@ def _log_density(
             for b0 in range(0, m, block):
                 b1 = min(m, b0 + block)
                 q = _row_chunk(queries, b0, b1).to(device=device, dtype=torch.float64)
-                q = q.contiguous()
-                qq = (q * q).sum(1)
-                cols = _query_columns(q)
-                if cols is not None:
-                    q = q.index_select(1, cols)
+                q, qq, cols = _prepare_queries(q.contiguous())
                 run_min = torch.full((b1 - b0,), math.inf, dtype=torch.float64, device=device)
                 sums = torch.zeros((n_sig, b1 - b0), dtype=torch.float64, device=device)
 

@@ -24,7 +24,7 @@ from .parzen_input import (
 )
 from ..distributed import rank_world
 from .parzen_kernel import (
-    _QUERY_BLOCK_BYTES, DISTANCE_DTYPES, ParzenResult, _accumulate_piece, _dist_info, _merge_ranks, _no_tf32, _query_columns, _Work,
+    _QUERY_BLOCK_BYTES, DISTANCE_DTYPES, ParzenResult, _accumulate_piece, _dist_info, _merge_ranks, _no_tf32, _prepare_queries, _Work,
 )
 
 class _QuerySet:
@@ -41,10 +41,9 @@ class _QuerySet:
             q = _row_chunk(points, b0, b1).to(device=device, dtype=dtype).contiguous()
             run_min = torch.full((b1 - b0,), math.inf, dtype=torch.float64, device=device)
             sums = torch.zeros((n_sig, b1 - b0), dtype=torch.float64, device=device)
-            qq = (q * q).sum(1)
-            cols = _query_columns(q)
+            q, qq, cols = _prepare_queries(q)
             self.cols.append(cols)
-            self.blocks.append((q if cols is None else q.index_select(1, cols), qq, run_min, sums))
+            self.blocks.append((q, qq, run_min, sums))
 
     def merge_ranks(self, coef_t: torch.Tensor) -> None:
         self.blocks = [(q, qq, _merge_ranks(rm, sums, coef_t), sums) for q, qq, rm, sums in self.blocks]
