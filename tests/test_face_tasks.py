@@ -317,8 +317,16 @@ def test_real_pose_pairs(name, folder, size, counts):
     # the test split is fixed by the data seed: identical on every call, whatever the global RNGs
     torch.manual_seed(123)
     np.random.seed(123)
+    ft._PAIRS.clear()  # recomputed, not taken from the in-process cache
     again = task_pairs(task, "test", data_dir=root)
     assert torch.equal(again.inputs, test.inputs) and again.fingerprint == test.fingerprint
+    # a cached call gives equal pairs in tensors of its own: editing one leaves the next call's alone
+    cached = task_pairs(task, "test", data_dir=root)
+    assert torch.equal(cached.inputs, again.inputs) and cached.inputs.data_ptr() != again.inputs.data_ptr()
+    cached.inputs.zero_()
+    cached.meta["angle"][:] = 99
+    third = task_pairs(task, "test", data_dir=root)
+    assert torch.equal(third.inputs, test.inputs) and np.array_equal(third.meta["angle"], test.meta["angle"])
     assert task_pairs(task, "test", seed=1, data_dir=root).fingerprint != test.fingerprint
     assert len({p.fingerprint for p in pairs.values()}) == 4
     every = task_pairs(task, "test", all_angles=True, data_dir=root)

@@ -17,7 +17,7 @@ from helpers import cli, failed_cleanly, run_args
 ROOT = Path(__file__).resolve().parents[1]
 
 # Small chains, a small reference and short autoencoder training: seconds, not minutes.
-TINY = {"n_chains": 4, "n_warmup": 40, "n_draws": 80, "rwm_thin": 2, "record": 3, "ref_chains": 16, "ref_warmup": 80,
+TINY = {"n_chains": 4, "n_warmup": 20, "n_draws": 40, "rwm_thin": 2, "record": 3, "ref_chains": 16, "ref_warmup": 80,
         "ref_draws": 200, "n_train": 400, "train_steps": 60, "figure_points": 200}
 
 
